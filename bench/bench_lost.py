@@ -1,0 +1,271 @@
+"""Benchmark of the discovery engine against a one-image-at-a-time loop like the published code.
+
+    python bench/bench_lost.py                       # ViT-S/16, 48 VOC-like images, CPU rows
+    python bench/bench_lost.py --patch_size 8 --images 16
+    python bench/bench_lost.py --device cuda --images 2000
+    python bench/bench_lost.py --memory_check        # peak RSS of a 200- and a 2,000-image run
+    python bench/bench_lost.py --profile             # where the time of a bf16 run goes
+
+It writes VOC-like JPEGs (the sizes that dominate VOC07 and a tail of others) and a random-weight
+checkpoint into a temporary folder, then runs every configuration in its own process (so that
+peak RSS is that configuration's own), whole runs from start-up to the last box, and prints:
+
+    config | images/s | speed-up vs baseline | peak RSS | identical boxes vs baseline (%) | mean IoU vs baseline
+
+The baseline decodes in the main thread, registers a forward hook for every image, runs the full
+network with explicit attention and computes LOST on the whole similarity matrix, image by image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import scipy.ndimage
+import torch
+from PIL import Image, ImageDraw
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from datasets import box_iou, image_to_tensor, pad_to_multiple, single_image_records  # noqa: E402
+from engine import DiscoveryConfig, discover  # noqa: E402
+from networks import FeatureExtractor, build_model, get_model  # noqa: E402
+
+VOC_SIZES = [(500, 375)] * 8 + [(375, 500)] * 4 + [(500, 333)] * 4 + [(333, 500)] * 2 + [
+    (500, 400),
+    (500, 281),
+    (480, 360),
+    (353, 500),
+    (500, 366),
+    (400, 500),
+]
+"""(width, height) drawn in these proportions, roughly VOC07's: 500x375 and 375x500 dominate."""
+
+
+def make_images(folder: Path, count: int, sizes: list[tuple[int, int]], seed: int = 0) -> None:
+    """``count`` JPEGs with a smooth background and a few coloured shapes, sizes cycling."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for index in range(count):
+        width, height = sizes[index % len(sizes)]
+        gradient = np.linspace(0, 1, width)[None, :, None] * rng.uniform(40, 200, size=(1, 1, 3))
+        noise = rng.normal(0, 12, size=(height, width, 3))
+        image = Image.fromarray(np.clip(gradient + 30 + noise, 0, 255).astype(np.uint8))
+        draw = ImageDraw.Draw(image)
+        for _ in range(3):
+            x1, y1 = rng.integers(0, width // 2), rng.integers(0, height // 2)
+            x2, y2 = x1 + rng.integers(width // 6, width // 2), y1 + rng.integers(height // 6, height // 2)
+            draw.ellipse([x1, y1, x2, y2], fill=tuple(int(c) for c in rng.integers(0, 255, 3)))
+        image.save(folder / f"{index:06d}.jpg", quality=90)
+
+
+def published_style_lost(feats: torch.Tensor, grid: tuple[int, int], patch: int, size: tuple[int, int], k: int) -> list[int]:
+    """LOST as the published code computes it, on the whole (N, N) similarity matrix."""
+    similarity = feats @ feats.T
+    positive = similarity.clone()
+    positive.fill_diagonal_(0)
+    positive[positive < 0] = 0
+    order = torch.argsort(-torch.sum(positive > 0, dim=1).type(torch.float32), descending=True)
+    seed = order[0]
+    potentials = order[:k]
+    similars = potentials[similarity[seed, potentials] > 0.0]
+    expansion = torch.sum(similarity[similars, :], dim=0)
+    labels, _ = scipy.ndimage.label(expansion.reshape(grid).numpy() > 0.0)
+    rows, cols = np.nonzero(labels == labels[np.unravel_index(int(seed), grid)])
+    return [
+        int(cols.min()) * patch,
+        int(rows.min()) * patch,
+        min(int(cols.max() + 1) * patch, size[1]),
+        min(int(rows.max() + 1) * patch, size[0]),
+    ]
+
+
+def run_baseline(folder: Path, checkpoint: Path, arch: str, patch: int, device: str) -> dict[str, list]:
+    """One image at a time: decode in the main thread, hook, full forward pass, full matrix."""
+    model = get_model(arch, patch, device=device, pretrained_weights=str(checkpoint))
+    boxes = {}
+    for path in sorted(folder.glob("*.jpg")):
+        image = Image.open(path).convert("RGB")
+        tensor = image_to_tensor(image)
+        size = tuple(tensor.shape[1:])
+        padded = pad_to_multiple(tensor, patch).to(device)
+        captured = {}
+        hook = model.blocks[-1].attn.qkv.register_forward_hook(lambda module, inputs, output: captured.update(qkv=output))
+        with torch.no_grad():
+            attention = model.get_last_selfattention(padded[None])
+        hook.remove()
+        tokens, heads = attention.shape[2], attention.shape[1]
+        qkv = captured["qkv"].reshape(1, tokens, 3, heads, -1).permute(2, 0, 3, 1, 4)
+        keys = qkv[1].transpose(1, 2).reshape(1, tokens, -1)[0, 1:].float().cpu()
+        grid = (padded.shape[1] // patch, padded.shape[2] // patch)
+        boxes[path.name] = published_style_lost(keys, grid, patch, size, 100)
+    return boxes
+
+
+def run_engine(folder: Path, checkpoint: Path, arch: str, patch: int, device: str, config: DiscoveryConfig) -> dict[str, list]:
+    """The engine over the folder, as main_lost.py runs it."""
+    model = get_model(arch, patch, device=device, pretrained_weights=str(checkpoint))
+    extractor = FeatureExtractor(model, arch, patch)
+    records = single_image_records(folder)
+    return {records[found.index].name: found.box.tolist() for found in discover(extractor, records, config, device)}
+
+
+def worker(args: argparse.Namespace) -> None:
+    """Run one configuration and write its boxes, time and peak RSS as JSON."""
+    torch.manual_seed(0)
+    start = time.perf_counter()
+    if args.worker == "baseline":
+        boxes = run_baseline(args.folder, args.checkpoint, args.arch, args.patch_size, args.device)
+    else:
+        config = DiscoveryConfig(batch_size=args.batch_size, num_workers=args.num_workers, precision=args.precision)
+        boxes = run_engine(args.folder, args.checkpoint, args.arch, args.patch_size, args.device, config)
+    seconds = time.perf_counter() - start
+    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    if args.device.startswith("cuda"):
+        torch.cuda.synchronize()
+    args.result.write_text(json.dumps({"boxes": boxes, "seconds": seconds, "peak_rss": peak_rss}))
+
+
+def run_config(common: list[str], name: str, extra: list[str], scratch: Path) -> dict:
+    """One configuration in a fresh process; returns its JSON result plus its name."""
+    result = scratch / f"{name.replace(' ', '_').replace('/', '_')}.json"
+    subprocess.run([sys.executable, __file__, *common, *extra, "--result", str(result)], check=True)
+    return {"name": name, **json.loads(result.read_text())}
+
+
+def compare(boxes: dict[str, list], reference: dict[str, list]) -> tuple[float, float]:
+    """(% of images whose box equals the reference's, mean IoU with the reference's box)."""
+    names = sorted(reference)
+    same = sum(boxes[name] == reference[name] for name in names)
+    ious = [box_iou(np.asarray(boxes[name], float), np.asarray([reference[name]], float))[0] for name in names]
+    return 100.0 * same / len(names), float(np.mean(ious))
+
+
+def print_table(rows: list[dict], images: int) -> None:
+    baseline = rows[0]
+    header = ["config", "images/s", "speed-up vs baseline", "peak RSS", "identical boxes vs baseline (%)", "mean IoU vs baseline"]
+    lines = []
+    for row in rows:
+        rate = images / row["seconds"]
+        identical, iou = compare(row["boxes"], baseline["boxes"])
+        lines.append(
+            [
+                row["name"],
+                f"{rate:.2f}",
+                f"{rate / (images / baseline['seconds']):.2f}x",
+                f"{row['peak_rss'] / 2**20:.0f} MiB",
+                f"{identical:.1f}",
+                f"{iou:.4f}",
+            ]
+        )
+    print("| " + " | ".join(header) + " |")
+    print("|" + "|".join("---" for _ in header) + "|")
+    for line in lines:
+        print("| " + " | ".join(line) + " |")
+
+
+def engine_configs(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
+    """Rows after the baseline: the engine in fp32 and bf16 (and fp16 on CUDA)."""
+    precisions = ["fp32", "bf16"] + (["fp16"] if args.device.startswith("cuda") else [])
+    batches = [1, args.batch_size] if args.batch_size != 1 else [1]
+    rows = []
+    for precision in precisions:
+        for batch in batches if precision == "fp32" else [args.batch_size]:
+            name = f"engine {precision} batch {batch} workers {args.num_workers}"
+            rows.append((name, ["--worker", "engine", "--precision", precision, "--batch_size", str(batch)]))
+    return rows
+
+
+def memory_check(common: list[str], scratch: Path, args: argparse.Namespace) -> None:
+    """Peak RSS of the engine over 200 and over 2,000 small images, to show it stays flat."""
+    rows = []
+    for count in (200, 2000):
+        folder = scratch / f"memory{count}"
+        make_images(folder, count, [(200, 150), (150, 200)], seed=count)
+        run_common = [*common[:-2], "--folder", str(folder)]
+        rows.append(run_config(run_common, f"engine fp32 {count} images", ["--worker", "engine", "--precision", "fp32"], scratch))
+    small, large = rows
+    print("| run | images/s | peak RSS |")
+    print("|---|---|---|")
+    for count, row in zip((200, 2000), rows):
+        print(f"| {row['name']} | {count / row['seconds']:.1f} | {row['peak_rss'] / 2**20:.0f} MiB |")
+    print(f"peak RSS ratio 2000/200: {large['peak_rss'] / small['peak_rss']:.3f}")
+
+
+def profile(args: argparse.Namespace) -> None:
+    """Share of CPU time per operator for the engine in bf16 on a few images."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    model = get_model(args.arch, args.patch_size, device=args.device, pretrained_weights=str(args.checkpoint))
+    extractor = FeatureExtractor(model, args.arch, args.patch_size)
+    records = single_image_records(args.folder)[:8]
+    config = DiscoveryConfig(batch_size=args.batch_size, num_workers=0, precision="bf16")
+    list(discover(extractor, records[:1], config, args.device))
+    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        list(discover(extractor, records, config, args.device))
+    events = prof.key_averages()
+    total = sum(event.self_cpu_time_total for event in events)
+    matrix_ops = ("addmm", "aten::mm", "aten::bmm", "linear", "scaled_dot_product", "convolution", "mkldnn")
+    matrix = sum(event.self_cpu_time_total for event in events if any(op in event.key for op in matrix_ops))
+    print(f"matrix products (addmm/mm/bmm/attention/conv): {100 * matrix / total:.1f}% of CPU time")
+    print(events.table(sort_by="self_cpu_time_total", row_limit=12))
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=48)
+    parser.add_argument("--arch", default="vit_small", choices=["vit_tiny", "vit_small", "vit_base"])
+    parser.add_argument("--patch_size", type=int, default=16, choices=[8, 16])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batch_size", type=int, default=4, help="batch size of the batched engine rows")
+    parser.add_argument("--num_workers", type=int, default=2)
+    parser.add_argument("--memory_check", action="store_true")
+    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--worker", choices=["baseline", "engine"], help=argparse.SUPPRESS)
+    parser.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
+    parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--checkpoint", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    if args.worker:
+        worker(args)
+        return
+    with tempfile.TemporaryDirectory(prefix="bench_lost_") as scratch_name:
+        scratch = Path(scratch_name)
+        args.folder, args.checkpoint = scratch / "images", scratch / "random_weights.pth"
+        torch.manual_seed(0)
+        torch.save(build_model(args.arch, args.patch_size).state_dict(), args.checkpoint)
+        make_images(args.folder, args.images, VOC_SIZES)
+        if args.profile:
+            profile(args)
+            return
+        common = [
+            "--arch", args.arch, "--patch_size", str(args.patch_size), "--device", args.device,
+            "--num_workers", str(args.num_workers), "--checkpoint", str(args.checkpoint), "--folder", str(args.folder),
+        ]
+        if args.memory_check:
+            memory_check(common, scratch, args)
+            return
+        print(f"{args.arch}/{args.patch_size}, {args.images} VOC-like images, device {args.device}, "
+              f"{os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads")
+        rows = [run_config(common, "baseline (published-style loop)", ["--worker", "baseline"], scratch)]
+        for name, extra in engine_configs(args):
+            rows.append(run_config(common, name, extra, scratch))
+        print_table(rows, args.images)
+
+
+if __name__ == "__main__":
+    main()

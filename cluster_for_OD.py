@@ -1,0 +1,104 @@
+"""Cluster LOST boxes into pseudo-classes for class-aware detector training (OD).
+
+    python cluster_for_OD.py --pred_file data/LOST_predictions/LOST_VOC07.pkl --nb_clusters 20 \
+        --dataset VOC07 --set trainval
+
+Each image of the data set that has a predicted box is cropped to it, embedded with the CLS token
+of a DINO ViT (ViT-S/16 by default), and the whitened embeddings are clustered with k-means.
+Writes ``<pred_file stem>_clustered_<K>clu.pkl`` (image name -> ``{"pseudo_label": int,
+"predicted_bb": box}``) beside the predictions, and caches the crop features there
+(``<pred_file stem>_cropped_feats_<arch><patch>.npz``) so that other K or seeds cluster at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import clustering
+import datasets
+import networks
+from errors import LostError
+
+VIT_ARCHS = tuple(arch for arch in networks.ARCHS if arch.startswith("vit"))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Cluster LOST boxes into pseudo-classes.")
+    parser.add_argument("--pred_file", type=Path, required=True, help="LOST predictions (preds.pkl / .json)")
+    parser.add_argument("--dataset", default="VOC07", choices=datasets.DATASETS, help="data set of the predictions")
+    parser.add_argument("--set", default="trainval", choices=["val", "train", "trainval", "test"], help="image set")
+    parser.add_argument("--no_hard", action="store_true", help="VOC: only images with a non-truncated, non-difficult object")
+    parser.add_argument("--datasets_root", type=Path, default=Path("datasets"), help="folder holding VOC2007/, COCO/, ...")
+    parser.add_argument("--nb_clusters", type=int, default=20, help="number of k-means clusters")
+    parser.add_argument("--random_seed", type=int, default=123, help="k-means seed")
+    parser.add_argument(
+        "--whitening", default="std", choices=clustering.WHITENINGS, help="std: per-dimension (the paper); pca"
+    )
+    parser.add_argument("--arch", default="vit_small", choices=VIT_ARCHS, help="ViT giving the CLS embeddings")
+    parser.add_argument("--patch_size", type=int, default=16, choices=[8, 16], help="ViT patch size")
+    parser.add_argument("--pretrained_weights", type=Path, default=None, help="local checkpoint instead of DINO's")
+    parser.add_argument("--checkpoint_key", default="teacher", help="entry of a DINO training checkpoint")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
+    parser.add_argument("--batch_size", type=int, default=32, help="crops per forward pass")
+    parser.add_argument("--num_workers", type=int, default=4, help="image decoding processes")
+    return parser.parse_args(argv)
+
+
+def boxes_to_cluster(
+    pred_file: Path, dataset: str, image_set: str, datasets_root: Path, no_hard: bool
+) -> tuple[list[str], list[Path], np.ndarray]:
+    """Names, image paths and boxes (n, 4) of the data set's images that have a prediction."""
+    predictions = datasets.read_predictions(pred_file)
+    spec = datasets.load_dataset(dataset, image_set, datasets_root, no_hard)
+    records = [record for record in spec.records if record.name in predictions]
+    if not records:
+        raise LostError(
+            f"{pred_file}: no prediction for any of the {len(spec.records)} images of {spec.name}; "
+            "check --dataset and --set"
+        )
+    boxes = np.stack([np.asarray(predictions[record.name]) for record in records])
+    return [record.name for record in records], [record.path for record in records], boxes
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        names, paths, boxes = boxes_to_cluster(args.pred_file, args.dataset, args.set, args.datasets_root, args.no_hard)
+        weights = args.pretrained_weights or "official DINO weights"
+        model_id = f"{args.arch}/{args.patch_size} {weights} {args.checkpoint_key}"
+        cache = clustering.features_cache_file(args.pred_file, args.arch, args.patch_size)
+        feats = clustering.load_features(cache, names, boxes, model_id)
+        if feats is None:
+            model = networks.get_model(
+                args.arch,
+                args.patch_size,
+                device=args.device,
+                pretrained_weights=args.pretrained_weights,
+                checkpoint_key=args.checkpoint_key,
+            )
+            feats = clustering.crop_features(
+                model, paths, boxes, args.patch_size, args.device, args.batch_size, args.num_workers
+            )
+            clustering.save_features(cache, names, boxes, feats, model_id)
+            print(f"crop features of {len(names)} boxes saved at {cache}")
+        else:
+            print(f"crop features of {len(names)} boxes loaded from {cache}")
+        labels = clustering.cluster_features(feats, args.nb_clusters, args.random_seed, args.whitening)
+        out_file = clustering.clustered_file(args.pred_file, args.nb_clusters, args.random_seed)
+        clustering.write_pseudo_labels(out_file, names, labels, boxes)
+    except LostError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    sizes = np.bincount(labels, minlength=args.nb_clusters)
+    print(f"cluster sizes: {' '.join(str(size) for size in sizes)}")
+    print(f"pseudo-labels saved at {out_file}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

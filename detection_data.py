@@ -1,0 +1,408 @@
+"""Detector training data: LOST pseudo-boxes and VOC / COCO20k ground truth as detectron2 inputs.
+
+Two kinds of JSON file are written, both into the *prepared* folder (``--output_dir`` of the
+preparation scripts, ``--prepared-dir`` of the training scripts; default ``$LOST_PREPARED_DIR``
+or ``datasets``), each named ``<dataset name>.json``:
+
+- detectron2 dataset dicts (the pseudo-boxes): ``{"dataset": [record, ...], "meta_data": {...}}``
+  with records ``{"file_name", "image_id", "height", "width", "annotations": [{"bbox":
+  [x1, y1, x2, y2], "bbox_mode": 0 (BoxMode.XYXY_ABS), "category_id": 0.., "iscrowd": 0}]}``;
+- COCO annotation files (the ground truth, loadable by pycocotools): ``images`` (``id``,
+  ``file_name``, ``width``, ``height``), ``annotations`` (``id`` from 1, ``image_id``,
+  ``category_id`` from 1, ``bbox`` [x, y, w, h], ``area``, ``iscrowd``) and ``categories``.
+
+Image files are referenced by absolute path, so the training scripts need only the prepared
+folder. Image ids: for VOC the id of ``ImageSets/Main/<set>.txt`` (the JPEG's stem, ``"000005"``,
+``"2008_000008"``), for COCO the integer COCO id; ``main_corloc_evaluation.py --type_pred
+detectron`` and ``evaluate_unsupervised_detection_voc.py`` match detections by these ids.
+
+Boxes are ``[x1, y1, x2, y2]`` in pixels, x2/y2 exclusive; VOC's 1-based inclusive corners become
+``[xmin - 1, ymin - 1, xmax, ymax]`` as in ``datasets.py``. As in the paper's files, the COCO-style
+VOC ground truth leaves out objects marked ``difficult``.
+
+This module does not import detectron2: preparing data does not need it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+import datasets
+from errors import LostError
+
+VOC_CLASSES = (
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
+    "tvmonitor",
+)  # fmt: skip
+CAD_CLASSES = ("object",)
+
+BOX_MODE_XYXY_ABS = 0
+"""detectron2.structures.BoxMode.XYXY_ABS: absolute [x1, y1, x2, y2]."""
+
+PREPARED_DIR_ENV = "LOST_PREPARED_DIR"
+VOC_YEARS = ("2007", "2012")
+OD_PATTERN = re.compile(r"voc_(2007|2012)_trainval_LOST_OD_clu(\d+)")
+
+
+def default_prepared_dir() -> Path:
+    """Where prepared files go and are read from: ``$LOST_PREPARED_DIR``, else ``datasets``."""
+    return Path(os.environ.get(PREPARED_DIR_ENV) or "datasets")
+
+
+# ----------------------------------------------------------------------------------------------
+# The prepared data sets, by name
+
+
+@dataclass(frozen=True)
+class PreparedDataset:
+    """A data set the training scripts register: its name, file kind ("dicts" for detectron2
+    dataset dicts, "coco" for a COCO annotation file), class names and the command that writes it."""
+
+    name: str
+    kind: str
+    classes: tuple[str, ...]
+    command: str
+
+    def path(self, prepared_dir: Path) -> Path:
+        return Path(prepared_dir) / f"{self.name}.json"
+
+
+def _known_datasets() -> dict[str, PreparedDataset]:
+    known = {}
+    for year in VOC_YEARS:
+        name = f"voc_{year}_trainval_LOST_CAD"
+        command = f"tools/prepare_voc_LOST_CAD_pseudo_boxes_in_detectron2_format.py --year {year} --pboxes PREDS.pkl"
+        known[name] = PreparedDataset(name, "dicts", CAD_CLASSES, command)
+        for image_set in ("trainval", "test"):
+            for cad, classes in (("", VOC_CLASSES), ("_CAD", CAD_CLASSES)):
+                name = f"voc_{year}_{image_set}{cad}_coco_style"
+                flag = " --is_CAD" if cad else ""
+                command = f"tools/prepare_voc_data_in_coco_style.py{flag} --voc07_dir ... --voc12_dir ..."
+                known[name] = PreparedDataset(name, "coco", classes, command)
+    known["coco20k_train_LOST_CAD"] = PreparedDataset(
+        "coco20k_train_LOST_CAD",
+        "dicts",
+        CAD_CLASSES,
+        "tools/prepare_coco_LOST_CAD_pseudo_boxes_in_detectron2_format.py --pboxes PREDS.pkl",
+    )
+    known["coco20k_train_CAD_gt"] = PreparedDataset(
+        "coco20k_train_CAD_gt", "coco", CAD_CLASSES, "tools/prepare_coco_CAD_gt.py --coco_dir datasets/COCO"
+    )
+    return known
+
+
+KNOWN_DATASETS = _known_datasets()
+
+
+def od_dataset(year: str, num_clusters: int) -> PreparedDataset:
+    """The clustered pseudo-boxes of VOC<year> trainval with `num_clusters` pseudo-classes."""
+    return PreparedDataset(
+        f"voc_{year}_trainval_LOST_OD_clu{num_clusters}",
+        "dicts",
+        tuple(f"cluster_{k}" for k in range(num_clusters)),
+        f"tools/prepare_voc_LOST_OD_pseudo_boxes_in_detectron2_format.py --year {year} "
+        f"--pboxes PREDS_clustered_{num_clusters}clu.pkl",
+    )
+
+
+def prepared_dataset(name: str) -> PreparedDataset | None:
+    """The PreparedDataset called `name` (any ``voc_<year>_trainval_LOST_OD_clu<K>``), or None."""
+    match = OD_PATTERN.fullmatch(name)
+    if match:
+        return od_dataset(match.group(1), int(match.group(2)))
+    return KNOWN_DATASETS.get(name)
+
+
+# ----------------------------------------------------------------------------------------------
+# VOC annotations
+
+
+@dataclass(frozen=True)
+class VocObject:
+    """One annotated object: class name, box [x1, y1, x2, y2] (x2/y2 exclusive), difficult flag."""
+
+    name: str
+    box: tuple[float, float, float, float]
+    difficult: bool
+
+
+@dataclass(frozen=True)
+class VocAnnotation:
+    width: int
+    height: int
+    objects: tuple[VocObject, ...]
+
+
+def read_voc_annotation(xml_path: Path) -> VocAnnotation:
+    """Image size and objects of a VOC XML file; corners as ``[xmin - 1, ymin - 1, xmax, ymax]``
+    read with ``int(float(v))`` like ``datasets.parse_voc_xml``. Raises LostError when missing or
+    malformed."""
+    if not xml_path.is_file():
+        raise LostError(f"{xml_path}: annotation file not found; restore it from the VOC archive")
+    try:
+        root = ET.parse(xml_path).getroot()
+        size = root.find("size")
+        width, height = int(float(size.findtext("width"))), int(float(size.findtext("height")))
+        objects = []
+        for obj in root.findall("object"):
+            box = obj.find("bndbox")
+            xmin, ymin, xmax, ymax = (int(float(box.findtext(tag))) for tag in ("xmin", "ymin", "xmax", "ymax"))
+            difficult = bool(int(float(obj.findtext("difficult") or 0)))
+            objects.append(VocObject(obj.findtext("name").strip(), (xmin - 1, ymin - 1, xmax, ymax), difficult))
+    except (ET.ParseError, AttributeError, TypeError, ValueError) as exc:
+        raise LostError(f"{xml_path}: malformed annotation ({exc}); restore it from the VOC archive") from exc
+    return VocAnnotation(width, height, tuple(objects))
+
+
+def voc_image_ids(voc_dir: Path, year: str, image_set: str) -> list[str]:
+    """Ids listed in ``ImageSets/Main/<image_set>.txt`` of the VOC<year> tree at `voc_dir`."""
+    devkit = datasets.voc_devkit_dir(Path(voc_dir), year)
+    set_file = devkit / "ImageSets" / "Main" / f"{image_set}.txt"
+    if not set_file.is_file():
+        raise LostError(
+            f"{set_file}: image set file not found; unpack the VOC{year} {image_set} archive from "
+            f"{datasets.VOC_URL} into {voc_dir}"
+        )
+    return [line.split()[0] for line in set_file.read_text().splitlines() if line.strip()]
+
+
+def _voc_image(devkit: Path, image_id: str) -> tuple[Path, VocAnnotation]:
+    """Absolute JPEG path and annotation of one VOC image; LostError when either is missing."""
+    image = (devkit / "JPEGImages" / f"{image_id}.jpg").resolve()
+    if not image.is_file():
+        raise LostError(f"{image}: image not found; restore it from the VOC archive")
+    return image, read_voc_annotation(devkit / "Annotations" / f"{image_id}.xml")
+
+
+# ----------------------------------------------------------------------------------------------
+# Pseudo-boxes -> detectron2 dataset dicts
+
+
+def pseudo_box_annotation(box: np.ndarray, category_id: int) -> dict:
+    """A detectron2 annotation for `box` [x1, y1, x2, y2] (x2/y2 exclusive, absolute pixels)."""
+    return {
+        "bbox": [float(v) for v in np.asarray(box).reshape(4)],
+        "bbox_mode": BOX_MODE_XYXY_ABS,
+        "category_id": int(category_id),
+        "iscrowd": 0,
+    }
+
+
+def voc_pseudo_box_records(
+    voc_dir: Path, year: str, boxes: Mapping[str, np.ndarray], labels: Mapping[str, int] | None = None
+) -> list[dict]:
+    """detectron2 records of VOC<year> images with one pseudo-box each.
+
+    boxes: image file name ("000005.jpg") -> box [x1, y1, x2, y2]; labels: the same names ->
+    pseudo-class (category 0 for all when None). Image size from the annotation XML. Raises
+    LostError, naming a few, when images are missing from the tree at `voc_dir`.
+    """
+    devkit = datasets.voc_devkit_dir(Path(voc_dir), year)
+    records, missing = [], []
+    for name in sorted(boxes):
+        image_id = Path(name).stem
+        try:
+            image, annotation = _voc_image(devkit, image_id)
+        except LostError as exc:
+            missing.append(str(exc))
+            continue
+        category = 0 if labels is None else labels[name]
+        records.append(_record(image, image_id, annotation.width, annotation.height, [(boxes[name], category)]))
+    _raise_if_missing(missing, len(boxes), f"--voc_dir {voc_dir} (VOC{year})")
+    return records
+
+
+def coco_pseudo_box_records(coco_dir: Path, boxes: Mapping[str, np.ndarray]) -> list[dict]:
+    """detectron2 records of COCO train2014 images with one pseudo-box each.
+
+    boxes: str(image_id) (or a COCO file name ``COCO_train2014_<id>.jpg``) -> box. Image files
+    and sizes come from ``annotations/instances_train2014.json``, indexed once.
+    """
+    images = _coco_images(Path(coco_dir))
+    records, missing = [], []
+    for name in sorted(boxes, key=coco_image_id):
+        image_id = coco_image_id(name)
+        info = images.get(image_id)
+        path = (Path(coco_dir) / "images" / "train2014" / info["file_name"]).resolve() if info else None
+        if path is None or not path.is_file():
+            missing.append(f"image {image_id} ({name}) not found in {coco_dir}")
+            continue
+        records.append(_record(path, image_id, info["width"], info["height"], [(boxes[name], 0)]))
+    _raise_if_missing(missing, len(boxes), f"--coco_dir {coco_dir}")
+    return records
+
+
+def coco_image_id(name: str) -> int:
+    """The COCO id of a prediction key: ``"42"``, ``"COCO_train2014_000000000042.jpg"`` or
+    ``"train2014/COCO_train2014_000000000042.jpg"``."""
+    stem = Path(str(name)).stem
+    try:
+        return int(stem.rsplit("_", 1)[-1])
+    except ValueError:
+        raise LostError(f"prediction key {name!r} is not a COCO image id or file name; use str(image_id)") from None
+
+
+def _record(image: Path, image_id: str | int, width: int, height: int, boxes: Iterable[tuple]) -> dict:
+    return {
+        "file_name": str(image),
+        "image_id": image_id,
+        "height": int(height),
+        "width": int(width),
+        "annotations": [pseudo_box_annotation(box, category) for box, category in boxes],
+    }
+
+
+def _raise_if_missing(missing: list[str], total: int, where: str) -> None:
+    if missing:
+        raise LostError(
+            f"{len(missing)} of {total} predicted images are not in {where}: {'; '.join(missing[:3])}; "
+            "pass the data set the predictions were made on"
+        )
+
+
+def dataset_dicts_file(records: list[dict], dataset: PreparedDataset, source: str) -> dict:
+    """The content of a dataset-dicts file: records plus the name, classes and source file."""
+    meta = {"name": dataset.name, "thing_classes": list(dataset.classes), "source": source}
+    return {"dataset": records, "meta_data": meta}
+
+
+def read_dataset_dicts(path: Path, dataset: PreparedDataset) -> list[dict]:
+    """The records of a dataset-dicts file; LostError naming the command when it is missing."""
+    content = _read_prepared(path, dataset)
+    try:
+        return content["dataset"]
+    except (KeyError, TypeError):
+        raise LostError(f"{path}: not a dataset-dicts file; write it again with {dataset.command}") from None
+
+
+def _read_prepared(path: Path, dataset: PreparedDataset) -> dict:
+    if not path.is_file():
+        raise LostError(f"{path}: prepared file of {dataset.name} not found; write it with python {dataset.command}")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise LostError(f"{path}: not valid JSON ({exc}); write it again with python {dataset.command}") from exc
+
+
+# ----------------------------------------------------------------------------------------------
+# Ground truth -> COCO annotation files
+
+
+class CocoBuilder:
+    """Accumulates images and [x1, y1, x2, y2] boxes into a COCO annotation dict."""
+
+    def __init__(self, classes: tuple[str, ...], description: str) -> None:
+        self.classes = classes
+        self.content = {
+            "info": {"description": description},
+            "images": [],
+            "annotations": [],
+            "categories": [{"id": i + 1, "name": name, "supercategory": "none"} for i, name in enumerate(classes)],
+        }
+
+    def add_image(self, image_id: str | int, file_name: Path, width: int, height: int) -> None:
+        self.content["images"].append({"id": image_id, "file_name": str(file_name), "width": width, "height": height})
+
+    def add_box(self, image_id: str | int, box, category_index: int, iscrowd: int = 0, area: float | None = None) -> None:
+        """box: [x1, y1, x2, y2]; category_index: position in `classes` (COCO id - 1)."""
+        x1, y1, x2, y2 = (float(v) for v in box)
+        annotations = self.content["annotations"]
+        annotations.append(
+            {
+                "id": len(annotations) + 1,
+                "image_id": image_id,
+                "category_id": category_index + 1,
+                "bbox": [x1, y1, x2 - x1, y2 - y1],
+                "area": (x2 - x1) * (y2 - y1) if area is None else float(area),
+                "iscrowd": int(iscrowd),
+            }
+        )
+
+
+def voc_coco_style(voc_dir: Path, year: str, image_set: str, class_agnostic: bool) -> dict:
+    """COCO annotation dict of VOC<year> `image_set`: the 20 classes, or one class "object"
+    with `class_agnostic`; difficult objects and unknown class names are left out."""
+    devkit = datasets.voc_devkit_dir(Path(voc_dir), year)
+    classes = CAD_CLASSES if class_agnostic else VOC_CLASSES
+    builder = CocoBuilder(classes, f"PASCAL VOC{year} {image_set}" + (" class-agnostic" if class_agnostic else ""))
+    for image_id in voc_image_ids(voc_dir, year, image_set):
+        image, annotation = _voc_image(devkit, image_id)
+        builder.add_image(image_id, image, annotation.width, annotation.height)
+        for obj in annotation.objects:
+            if obj.difficult or obj.name not in VOC_CLASSES:
+                continue
+            builder.add_box(image_id, obj.box, 0 if class_agnostic else VOC_CLASSES.index(obj.name))
+    return builder.content
+
+
+def coco20k_cad_gt(coco_dir: Path, filenames_file: Path) -> dict:
+    """Class-agnostic COCO annotation dict of the COCO20k images (in list order): every
+    annotation of instances_train2014.json becomes class "object", crowd flags and areas kept."""
+    coco_dir = Path(coco_dir)
+    entries = read_coco20k_list(Path(filenames_file))
+    content = _coco_instances(coco_dir)
+    images = {image["id"]: image for image in content["images"]}
+    by_image: dict[int, list[dict]] = {image_id: [] for _, image_id in entries}
+    for ann in content["annotations"]:
+        if ann["image_id"] in by_image:
+            by_image[ann["image_id"]].append(ann)
+    builder = CocoBuilder(CAD_CLASSES, "COCO20k (COCO train2014 subset) class-agnostic")
+    missing = []
+    for relative, image_id in entries:
+        path = (coco_dir / "images" / relative).resolve()
+        if image_id not in images or not path.is_file():
+            missing.append(f"image {image_id} ({relative})")
+            continue
+        builder.add_image(image_id, path, images[image_id]["width"], images[image_id]["height"])
+        for ann in by_image[image_id]:
+            x, y, w, h = ann["bbox"]
+            builder.add_box(image_id, (x, y, x + w, y + h), 0, ann.get("iscrowd", 0), ann.get("area"))
+    _raise_if_missing(missing, len(entries), f"--coco_dir {coco_dir}")
+    return builder.content
+
+
+def read_coco20k_list(filenames_file: Path) -> list[tuple[str, int]]:
+    """(path relative to COCO/images, image id) per line of a COCO20k list such as
+    data/coco_20k_filenames.txt (``train2014/COCO_train2014_<12-digit id>.jpg``)."""
+    if not filenames_file.is_file():
+        raise LostError(f"{filenames_file}: COCO20k image list not found; pass --file_coco20k data/coco_20k_filenames.txt")
+    lines = [line.strip() for line in filenames_file.read_text().splitlines() if line.strip()]
+    return [(line, coco_image_id(line)) for line in lines]
+
+
+def _coco_instances(coco_dir: Path) -> dict:
+    ann_file = coco_dir / "annotations" / "instances_train2014.json"
+    fix = f"download annotations_trainval2014.zip from {datasets.COCO_URL} and unpack it into {coco_dir}"
+    if not ann_file.is_file():
+        raise LostError(f"{ann_file}: file not found; {fix}")
+    try:
+        content = json.loads(ann_file.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise LostError(f"{ann_file}: not valid JSON ({exc}); {fix}") from exc
+    if not isinstance(content, dict) or "images" not in content or "annotations" not in content:
+        raise LostError(f"{ann_file}: not a COCO instances file; {fix}")
+    return content
+
+
+def _coco_images(coco_dir: Path) -> dict[int, dict]:
+    return {image["id"]: image for image in _coco_instances(coco_dir)["images"]}
+
+
+# ----------------------------------------------------------------------------------------------
+# Writing
+
+
+def write_json(path: Path, content: dict) -> None:
+    """Write `content` to `path` atomically, creating its folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    datasets.atomic_write(path, json.dumps(content).encode())

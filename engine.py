@@ -1,0 +1,230 @@
+"""The discovery engine: images in, one box per image out, as fast as the device allows.
+
+Data flow: image records → worker processes decode, normalize and pad (``ImageFileDataset``) →
+batches of images that share one padded size (``SizeBucketBatchSampler``; padding an image
+further would change its features and so its box) → the backbone up to the features LOST needs
+(``FeatureExtractor``) → LOST or DINO-seg on the device (``object_discovery``) → ``Discovery``
+records streamed to the caller, which owns progress, evaluation and output files.
+
+Nothing per image is kept here: the caller consumes the stream, so memory stays flat over a run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from datasets import ImageFileDataset, ImageRecord, padded_size
+from errors import LostError
+from networks import FeatureExtractor
+from object_discovery import LostResult, dino_seg, lost_batch
+
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+DEFAULT_MEMORY_BUDGET = 2 << 30
+"""Bytes one forward pass may spend on its largest per-layer tensors (attention maps)."""
+
+
+@dataclass(frozen=True)
+class DiscoveryConfig:
+    """How to run discovery over a set of images.
+
+    k_patches: LOST's number of lowest-degree patches considered for the expansion.
+    dinoseg / dinoseg_head: run the DINO-seg baseline with this head instead of LOST.
+    batch_size: images per forward pass (only images of one padded size are batched).
+    num_workers: decoding processes (0 decodes in the main process).
+    precision: "fp32", "bf16" or "fp16" for the backbone; similarity signs stay float32.
+    memory_budget: bytes a forward pass may use for its attention maps; larger batches are split.
+    """
+
+    k_patches: int = 100
+    dinoseg: bool = False
+    dinoseg_head: int = 4
+    batch_size: int = 1
+    num_workers: int = 0
+    precision: str = "fp32"
+    memory_budget: int = DEFAULT_MEMORY_BUDGET
+
+
+@dataclass(frozen=True)
+class Discovery:
+    """The outcome for one image.
+
+    index: position of the image in the record list given to :func:`discover`.
+    box: (4,) ``[x1, y1, x2, y2]`` in original-image pixels, x2/y2 exclusive; None on error.
+    error: why the image was skipped (unreadable file, ...), else None.
+    lost: the full LOST result (seed, degrees, maps) for visualizations; None for DINO-seg.
+    grid: (h, w) feature grid; scales: (sy, sx) image pixels per feature cell.
+    """
+
+    index: int
+    box: np.ndarray | None
+    error: str | None = None
+    lost: LostResult | None = None
+    grid: tuple[int, int] | None = None
+    scales: tuple[float, float] | None = None
+
+
+@dataclass
+class ImageBatch:
+    """Images of one padded size: images (B, 3, Hp, Wp) or None when every image failed;
+    indices and sizes (unpadded (H, W)) of the decoded images; failures as (index, reason)."""
+
+    images: torch.Tensor | None
+    indices: list[int]
+    sizes: list[tuple[int, int]]
+    failures: list[tuple[int, str]]
+
+
+class SizeBucketBatchSampler(Sampler[list[int]]):
+    """Batches of indices whose images share one padded size.
+
+    padded_sizes: one ``(Hp, Wp)`` per image, or None when the header could not be read (such
+    images are batched together, and fail at decoding with their own reason).
+    Buckets are visited in order of first appearance, indices in increasing order within each,
+    so every index is yielded exactly once. A bucket is cut into batches of at most
+    ``batch_size``, and at most ``max_batch_for_size(size)`` images (the memory splitter).
+    """
+
+    def __init__(
+        self,
+        padded_sizes: Sequence[tuple[int, int] | None],
+        batch_size: int,
+        max_batch_for_size: Callable[[tuple[int, int]], int] | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        self.buckets: OrderedDict[tuple[int, int] | None, list[int]] = OrderedDict()
+        for index, size in enumerate(padded_sizes):
+            self.buckets.setdefault(size, []).append(index)
+        self.batch_size = batch_size
+        self.max_batch_for_size = max_batch_for_size
+
+    def _batch_size_for(self, size: tuple[int, int] | None) -> int:
+        if size is None or self.max_batch_for_size is None:
+            return self.batch_size
+        return max(1, min(self.batch_size, self.max_batch_for_size(size)))
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for size, indices in self.buckets.items():
+            step = self._batch_size_for(size)
+            for start in range(0, len(indices), step):
+                yield indices[start : start + step]
+
+    def __len__(self) -> int:
+        return sum(-(-len(indices) // self._batch_size_for(size)) for size, indices in self.buckets.items())
+
+
+def attention_images_per_pass(padded: tuple[int, int], patch_size: int, num_heads: int, budget: int) -> int:
+    """Images whose (heads, T, T) float32 attention maps fit ``budget`` bytes (at least 1).
+
+    padded: (Hp, Wp); T = Hp * Wp / p² patches + 1 CLS token. With fused attention the maps are
+    not always materialized, but the bound keeps the fallback paths and the Gram rows in budget.
+    """
+    tokens = (padded[0] // patch_size) * (padded[1] // patch_size) + 1
+    return max(1, budget // (num_heads * tokens * tokens * 4))
+
+
+def collate_same_size(samples: list[tuple[torch.Tensor | None, int, object]]) -> ImageBatch:
+    """Stack decoded images of one padded size; keep the failures apart.
+
+    samples: ``(image (3, Hp, Wp), index, (H, W))`` or ``(None, index, reason)`` from
+    :class:`datasets.ImageFileDataset`.
+    """
+    decoded = [(image, index, size) for image, index, size in samples if image is not None]
+    failures = [(index, str(reason)) for image, index, reason in samples if image is None]
+    images = torch.stack([image for image, _, _ in decoded]) if decoded else None
+    return ImageBatch(
+        images=images,
+        indices=[index for _, index, _ in decoded],
+        sizes=[tuple(size) for _, _, size in decoded],
+        failures=failures,
+    )
+
+
+def read_padded_sizes(records: Sequence[ImageRecord], multiple: int) -> list[tuple[int, int] | None]:
+    """Padded (Hp, Wp) of every image from its header alone; None where it cannot be read."""
+    sizes = []
+    for record in records:
+        try:
+            sizes.append(padded_size(record, multiple))
+        except LostError:
+            sizes.append(None)
+    return sizes
+
+
+def make_loader(
+    records: Sequence[ImageRecord], extractor: FeatureExtractor, config: DiscoveryConfig, device: torch.device
+) -> DataLoader:
+    """A DataLoader of :class:`ImageBatch`, bucketed by padded size and split to the memory budget."""
+    patch_size = extractor.pad_multiple
+    num_heads = getattr(extractor.model, "num_heads", 1)
+    sampler = SizeBucketBatchSampler(
+        read_padded_sizes(records, patch_size),
+        config.batch_size,
+        lambda size: attention_images_per_pass(size, patch_size, num_heads, config.memory_budget),
+    )
+    return DataLoader(
+        ImageFileDataset(records, patch_size),
+        batch_sampler=sampler,
+        num_workers=config.num_workers,
+        collate_fn=collate_same_size,
+        pin_memory=device.type == "cuda",
+    )
+
+
+def autocast_for(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """The autocast context of ``precision`` on ``device`` (a no-op for fp32)."""
+    if precision not in PRECISIONS:
+        raise LostError(f"--precision {precision} is unknown: use one of {', '.join(PRECISIONS)}")
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=PRECISIONS[precision])
+
+
+def discover_batch(
+    extractor: FeatureExtractor, batch: ImageBatch, config: DiscoveryConfig, device: torch.device
+) -> list[Discovery]:
+    """Boxes for one batch of same-size images, plus a Discovery per failed image."""
+    results = [Discovery(index=index, box=None, error=reason) for index, reason in batch.failures]
+    if batch.images is None:
+        return results
+    images = batch.images.to(device, non_blocking=True)
+    with autocast_for(device, config.precision):
+        if config.dinoseg:
+            attention, grid = extractor.cls_attention(images)
+            boxes = [
+                dino_seg(image_attention, grid, extractor.patch_size, size, config.dinoseg_head)
+                for image_attention, size in zip(attention, batch.sizes)
+            ]
+            return results + [
+                Discovery(index=index, box=box, grid=grid) for index, box in zip(batch.indices, boxes)
+            ]
+        features = extractor(images)
+    found = lost_batch(features.feats, features.grid, features.scales, batch.sizes, config.k_patches)
+    return results + [
+        Discovery(index=index, box=result.box, lost=result, grid=features.grid, scales=features.scales)
+        for index, result in zip(batch.indices, found)
+    ]
+
+
+def discover(
+    extractor: FeatureExtractor,
+    records: Sequence[ImageRecord],
+    config: DiscoveryConfig,
+    device: torch.device | str = "cpu",
+) -> Iterator[Discovery]:
+    """Stream one :class:`Discovery` per record, in batches of same-size images.
+
+    The order follows the batches (grouped by padded size), not the record order; use
+    ``Discovery.index`` to find the record. Unreadable images come back with ``error`` set.
+    """
+    device = torch.device(device)
+    for batch in make_loader(records, extractor, config, device):
+        yield from discover_batch(extractor, batch, config, device)

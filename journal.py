@@ -1,0 +1,125 @@
+"""Runs that survive being killed: a per-run journal of finished images and atomic outputs.
+
+A run folder holds ``journal.jsonl`` (or ``journal.rank<R>.jsonl`` per process of a sharded
+run). Its first line describes the run (``{"run": {...}}``); each further line is one finished
+image, ``{"name": ..., "box": [x1, y1, x2, y2]}`` or ``{"name": ..., "error": ...}`` for a
+skipped one. Lines are flushed and fsynced once per batch, so a SIGKILL loses at most the batch
+in flight, and a last line cut in the middle is dropped on the next start. Boxes keep their
+type through JSON: whole-number boxes (ViT) come back as int64, CNN boxes as float64.
+
+Final outputs are written with :func:`datasets.atomic_write`: a reader sees the old file or the
+new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from errors import LostError
+
+
+def box_from_json(values: list[float | int]) -> np.ndarray:
+    """A box read back from JSON: int64 when every coordinate was written as an int."""
+    if all(isinstance(value, int) for value in values):
+        return np.asarray(values, dtype=np.int64)
+    return np.asarray(values, dtype=np.float64)
+
+
+def box_to_json(box: np.ndarray) -> list[float | int]:
+    """A box as a JSON list, ints for integer arrays and floats otherwise."""
+    return [int(v) for v in box] if np.issubdtype(box.dtype, np.integer) else [float(v) for v in box]
+
+
+def read_entries(path: Path, repair: bool) -> list[dict[str, Any]]:
+    """The JSON lines of a journal, without a last line cut short by a kill.
+
+    With ``repair`` the cut line is also removed from the file, so new lines start clean.
+    """
+    raw = path.read_bytes()
+    complete = raw[: raw.rfind(b"\n") + 1]
+    if repair and len(complete) != len(raw):
+        with open(path, "r+b") as file:
+            file.truncate(len(complete))
+    return [json.loads(line) for line in complete.decode("utf-8").splitlines() if line.strip()]
+
+
+class Journal:
+    """The finished images of one run (or one shard of it), kept on disk as JSON lines.
+
+    path: the journal file. run: settings that must match for a resume (dataset, model,
+    method parameters); a journal written with other settings raises LostError.
+    overwrite: forget any earlier journal and start over.
+    """
+
+    def __init__(self, path: Path, run: dict[str, Any], overwrite: bool = False) -> None:
+        self.path = Path(path)
+        self.boxes: dict[str, np.ndarray] = {}
+        self.errors: dict[str, str] = {}
+        if overwrite:
+            self.path.unlink(missing_ok=True)
+        if self.path.exists():
+            self._resume(run)
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._write_lines([{"run": run}])
+
+    def _resume(self, run: dict[str, Any]) -> None:
+        """Load the finished images, after dropping a last line cut by a kill."""
+        lines = read_entries(self.path, repair=True)
+        if not lines or "run" not in lines[0]:
+            self.path.unlink()
+            self._write_lines([{"run": run}])
+            return
+        if lines[0]["run"] != run:
+            raise LostError(
+                f"{self.path} belongs to a run with other settings ({lines[0]['run']}): "
+                "rerun with the same flags to resume it, or add --overwrite to start over"
+            )
+        for entry in lines[1:]:
+            self._remember(entry)
+
+    def _remember(self, entry: dict[str, Any]) -> None:
+        if "error" in entry:
+            self.errors[entry["name"]] = entry["error"]
+            self.boxes.pop(entry["name"], None)
+        else:
+            self.boxes[entry["name"]] = box_from_json(entry["box"])
+            self.errors.pop(entry["name"], None)
+
+    def _write_lines(self, entries: list[dict[str, Any]]) -> None:
+        text = "".join(json.dumps(entry) + "\n" for entry in entries)
+        with open(self.path, "a", encoding="utf-8") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+
+    def is_done(self, name: str) -> bool:
+        """Whether the image ``name`` already has its box (skipped images are tried again)."""
+        return name in self.boxes
+
+    def record(self, boxes: dict[str, np.ndarray], errors: dict[str, str]) -> None:
+        """Append one batch of finished images (boxes and skip reasons) and make it durable."""
+        entries = [{"name": name, "box": box_to_json(box)} for name, box in boxes.items()]
+        entries += [{"name": name, "error": reason} for name, reason in errors.items()]
+        if entries:
+            self._write_lines(entries)
+            for entry in entries:
+                self._remember(entry)
+
+
+def merge_journals(paths: list[Path]) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Boxes and skip reasons of several shard journals (their run settings already checked)."""
+    boxes: dict[str, np.ndarray] = {}
+    errors: dict[str, str] = {}
+    for path in paths:
+        for entry in read_entries(Path(path), repair=False)[1:]:
+            if "error" in entry:
+                errors[entry["name"]] = entry["error"]
+            else:
+                boxes[entry["name"]] = box_from_json(entry["box"])
+    return boxes, errors

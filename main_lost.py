@@ -1,0 +1,277 @@
+"""Discover the main object of one image, a folder of images or a whole data set with LOST.
+
+    python main_lost.py --image_path examples/chelsea.jpg --visualize pred
+    python main_lost.py --dataset VOC07 --set trainval
+    torchrun --nproc_per_node 2 main_lost.py --dataset VOC07 --set trainval
+
+A data-set run writes ``<output_dir>/<DATASET>_<SET>/<exp>/`` with ``preds.pkl`` and
+``preds.json`` (image name → box ``[x1, y1, x2, y2]``, x2/y2 exclusive), ``results.txt`` (CorLoc),
+``skipped.txt`` (images that could not be read) and the journal that lets a killed run resume.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from datasets import (
+    CorLocMeter,
+    DatasetSpec,
+    atomic_write,
+    evaluate_corloc,
+    ImageRecord,
+    is_correct_localization,
+    load_dataset,
+    load_rgb,
+    single_image_records,
+    write_predictions,
+)
+from engine import PRECISIONS, Discovery, DiscoveryConfig, discover
+from errors import LostError
+from journal import Journal, merge_journals
+from networks import ARCHS, FeatureExtractor, experiment_name, get_model
+from object_discovery import seed_component_box
+from visualizations import (
+    KINDS,
+    feature_maps_picture,
+    prediction_picture,
+    save_png,
+    seed_expansion_picture,
+)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="LOST: localize the main object of images without labels.")
+    model = parser.add_argument_group("model")
+    model.add_argument("--arch", default="vit_small", choices=ARCHS, help="backbone architecture")
+    model.add_argument("--patch_size", default=16, type=int, choices=[8, 16], help="ViT patch size (and padding multiple)")
+    model.add_argument("--pretrained_weights", default=None, help="local checkpoint instead of the official download")
+    model.add_argument("--checkpoint_key", default="teacher", help="teacher or student in a DINO training checkpoint")
+    model.add_argument("--resnet_dilate", default=2, type=int, choices=[1, 2, 4], help="ResNet dilation level")
+    model.add_argument("--which_features", default="k", choices=["k", "q", "v"], help="last-block features")
+
+    data = parser.add_argument_group("input")
+    data.add_argument("--dataset", default="VOC07", choices=["VOC07", "VOC12", "COCO20k"])
+    data.add_argument("--set", default="train", choices=["val", "train", "trainval", "test"])
+    data.add_argument("--image_path", default=None, help="one image (or a folder of images) instead of a data set")
+    data.add_argument("--datasets_root", default="datasets", help="folder holding VOC2007, VOC2012 and COCO")
+    data.add_argument("--no_hard", action="store_true", help="VOC: drop truncated/difficult objects and images left with none")
+
+    method = parser.add_argument_group("method")
+    method.add_argument("--k_patches", default=100, type=int, help="lowest-degree patches considered for the expansion")
+    method.add_argument("--dinoseg", action="store_true", help="run the DINO-seg baseline instead of LOST")
+    method.add_argument("--dinoseg_head", default=4, type=int, help="attention head used by DINO-seg")
+
+    run = parser.add_argument_group("run")
+    run.add_argument("--output_dir", default="outputs")
+    run.add_argument("--no_evaluation", action="store_true", help="do not compute CorLoc")
+    run.add_argument("--visualize", default=None, choices=KINDS, help="write one PNG per image")
+    run.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
+    run.add_argument("--batch_size", default=None, type=int, help="images per forward pass (default: 1 on CPU, 16 on GPU)")
+    run.add_argument("--num_workers", default=2, type=int, help="image decoding processes")
+    run.add_argument("--precision", default="fp32", choices=list(PRECISIONS), help="backbone precision")
+    run.add_argument("--overwrite", action="store_true", help="start over instead of resuming an earlier run")
+    run.add_argument("--strict", action="store_true", help="exit non-zero when an image had to be skipped")
+    return parser.parse_args(argv)
+
+
+@dataclass(frozen=True)
+class Shard:
+    """This process's part of the images: records[rank::world]."""
+
+    rank: int
+    world: int
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def journal_name(self) -> str:
+        return "journal.jsonl" if self.world == 1 else f"journal.rank{self.rank}-of-{self.world}.jsonl"
+
+
+def start_processes(requested_device: str | None) -> tuple[Shard, torch.device]:
+    """Join the torchrun process group when launched by torchrun; pick this process's device."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    use_cuda = torch.cuda.is_available() if requested_device is None else requested_device.startswith("cuda")
+    if world == 1:
+        return Shard(0, 1), torch.device(requested_device or ("cuda" if use_cuda else "cpu"))
+    dist.init_process_group(backend="nccl" if use_cuda else "gloo", timeout=timedelta(days=7))
+    if use_cuda:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    return Shard(dist.get_rank(), dist.get_world_size()), device
+
+
+def load_inputs(args: argparse.Namespace) -> tuple[DatasetSpec, bool]:
+    """The records to process and whether they are a single image file."""
+    if args.image_path is not None:
+        path = Path(args.image_path)
+        return DatasetSpec(name=path.name, records=single_image_records(path)), path.is_file()
+    return load_dataset(args.dataset, args.set, Path(args.datasets_root), args.no_hard), False
+
+
+def run_settings(args: argparse.Namespace, spec: DatasetSpec) -> dict:
+    """The settings a resumed run must share with the run it continues."""
+    return {
+        "input": spec.name,
+        "arch": args.arch,
+        "patch_size": args.patch_size,
+        "weights": str(args.pretrained_weights),
+        "checkpoint_key": args.checkpoint_key,
+        "resnet_dilate": args.resnet_dilate,
+        "which_features": args.which_features,
+        "k_patches": args.k_patches,
+        "dinoseg": args.dinoseg,
+        "dinoseg_head": args.dinoseg_head,
+        "precision": args.precision,
+    }
+
+
+def visualize(kind: str, record: ImageRecord, found: Discovery, folder: Path) -> None:
+    """Write the ``kind`` picture of one image's result."""
+    image = load_rgb(record.path)
+    result = found.lost
+    if kind == "pred" or result is None:
+        seed = result.seed if result is not None else None
+        picture = prediction_picture(image, found.box, seed, found.grid, found.scales)
+    elif kind == "fms":
+        picture = feature_maps_picture(image, result.seed_similarity, result.degrees, result.seed, found.grid, found.scales)
+    else:
+        image_size = (image.height, image.width)
+        seed_box = seed_component_box(result.seed_similarity, result.seed, found.grid, found.scales, image_size)
+        picture = seed_expansion_picture(image, result.seed, seed_box, found.box, found.grid, found.scales)
+    save_png(picture, folder, record.name, "pred" if result is None else kind)
+
+
+def evaluated_corloc(records: list[ImageRecord], boxes: dict[str, np.ndarray]) -> CorLocMeter:
+    """CorLoc over the records that have a box (skipped images are counted apart)."""
+    return evaluate_corloc([record for record in records if record.name in boxes], boxes)
+
+
+def process_shard(
+    args: argparse.Namespace,
+    records: list[ImageRecord],
+    journal: Journal,
+    extractor: FeatureExtractor,
+    device: torch.device,
+    vis_folder: Path | None,
+    show_progress: bool,
+) -> None:
+    """Discover the boxes of the records this journal lacks, journaling each batch."""
+    todo = [record for record in records if not journal.is_done(record.name)]
+    config = DiscoveryConfig(
+        k_patches=args.k_patches,
+        dinoseg=args.dinoseg,
+        dinoseg_head=args.dinoseg_head,
+        batch_size=args.batch_size or (16 if device.type == "cuda" else 1),
+        num_workers=args.num_workers,
+        precision=args.precision,
+    )
+    meter = evaluated_corloc(records, journal.boxes) if not args.no_evaluation else None
+    boxes: dict[str, np.ndarray] = {}
+    errors: dict[str, str] = {}
+    with tqdm(total=len(records), initial=len(records) - len(todo), unit="img", disable=not show_progress) as bar:
+        for found in discover(extractor, todo, config, device):
+            record = todo[found.index]
+            if found.error is not None:
+                errors[record.name] = found.error
+                tqdm.write(f"skipped {record.name}: {found.error}")
+            else:
+                boxes[record.name] = found.box
+                if meter is not None and record.gt_boxes is not None:
+                    meter.update(is_correct_localization(found.box, record.gt_boxes))
+                if vis_folder is not None:
+                    visualize(args.visualize, record, found, vis_folder)
+            if len(boxes) + len(errors) >= config.batch_size:
+                journal.record(boxes, errors)
+                boxes, errors = {}, {}
+            bar.update(1)
+            if meter is not None and meter.count:
+                bar.set_postfix(corloc=f"{meter.value:.1f}")
+    journal.record(boxes, errors)
+
+
+def write_outputs(
+    run_folder: Path, records: list[ImageRecord], boxes: dict[str, np.ndarray], errors: dict[str, str], evaluate_corloc: bool
+) -> CorLocMeter | None:
+    """preds.pkl / preds.json in record order, skipped.txt, and results.txt with the CorLoc."""
+    ordered = {record.name: boxes[record.name] for record in records if record.name in boxes}
+    write_predictions(run_folder, ordered)
+    skipped = [f"{record.name}\t{errors[record.name]}\n" for record in records if record.name in errors and record.name not in boxes]
+    atomic_write(run_folder / "skipped.txt", "".join(skipped).encode("utf-8"))
+    print(f"Predictions saved at {run_folder / 'preds.pkl'} ({len(ordered)} images, {len(skipped)} skipped)")
+    if not evaluate_corloc:
+        return None
+    meter = evaluated_corloc(records, ordered)
+    report = f"corloc,{meter.value:.1f},,\nevaluated,{meter.count},,\nskipped,{len(skipped)},,\n"
+    atomic_write(run_folder / "results.txt", report.encode("utf-8"))
+    print(f"{meter.summary()}, {len(skipped)} skipped")
+    return meter
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run LOST (or DINO-seg) as asked; returns the exit status."""
+    if args.dinoseg and not args.arch.startswith("vit"):
+        raise LostError(f"--dinoseg needs a transformer (--arch vit_*), not {args.arch}")
+    shard, device = start_processes(args.device)
+    spec, single_file = load_inputs(args)
+    model = get_model(args.arch, args.patch_size, args.resnet_dilate, device, args.pretrained_weights, args.checkpoint_key)
+    extractor = FeatureExtractor(model, args.arch, args.patch_size, args.which_features)
+    if args.dinoseg and not 0 <= args.dinoseg_head < model.num_heads:
+        raise LostError(f"--dinoseg_head {args.dinoseg_head}: {args.arch} has heads 0 to {model.num_heads - 1}")
+    exp = experiment_name(args.arch, args.patch_size, args.which_features, args.resnet_dilate, args.dinoseg, args.dinoseg_head)
+    root = Path(args.output_dir) if single_file else Path(args.output_dir) / spec.name
+    run_folder = root / exp
+    vis_folder = root / "visualizations" / exp if args.visualize else None
+    if shard.is_main:
+        print(f"Running {'DINO-seg' if args.dinoseg else 'LOST'} on {spec.name} ({len(spec.records)} images, exp: {exp}, device: {device})")
+
+    journal = Journal(run_folder / shard.journal_name(), run_settings(args, spec), overwrite=args.overwrite or single_file)
+    records = spec.records[shard.rank :: shard.world]
+    process_shard(args, records, journal, extractor, device, vis_folder, show_progress=shard.is_main and not single_file)
+    if shard.world > 1:
+        dist.barrier()
+    if not shard.is_main:
+        return 0
+
+    paths = [run_folder / Shard(rank, shard.world).journal_name() for rank in range(shard.world)]
+    boxes, errors = merge_journals(paths)
+    if single_file:
+        for record in spec.records:
+            print(f"{record.name}: box [x1, y1, x2, y2] = {boxes[record.name].tolist()}" if record.name in boxes else f"{record.name}: {errors[record.name]}")
+    has_gt = any(record.gt_boxes is not None for record in spec.records)
+    write_outputs(run_folder, spec.records, boxes, errors, has_gt and not args.no_evaluation)
+    if vis_folder is not None:
+        print(f"Visualizations saved in {vis_folder}")
+    if args.strict and errors.keys() - boxes.keys():
+        print(f"error: {len(errors.keys() - boxes.keys())} images were skipped (see {run_folder / 'skipped.txt'})", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        return run(args)
+    except LostError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

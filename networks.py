@@ -1,0 +1,546 @@
+"""Backbones for LOST: building them, loading their weights, extracting the features LOST needs.
+
+The ViT is DINO's architecture written out here, with DINO's (and timm's) parameter names, so
+DINO's and timm's state dicts load as they are. It departs from DINO's file in two ways, both for
+speed and neither changing a result beyond float rounding: the blocks use
+``F.scaled_dot_product_attention`` where only their tokens are needed (``forward``, ``last_qkv``,
+``last_cls_attention``), and ``last_qkv`` and ``last_cls_attention`` stop as soon as they have what
+LOST needs (the last block's ``qkv`` output, or its CLS attention row).
+``get_last_selfattention`` keeps DINO's explicit softmax attention throughout.
+
+ResNet-50 and VGG16 are torchvision's, without their pooling and classifier; their parameter
+names stay torchvision's so that torchvision and DINO state dicts load.
+
+A feature map leaves this module as :class:`Features`: ``feats: (B, N, d) float32`` with patch
+index ``row * w + col`` on the grid ``(h, w)``, and the image pixels per feature cell ``(sy, sx)``.
+"""
+
+import argparse
+import contextlib
+import math
+import urllib.parse
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import Tensor, nn
+
+from errors import LostError
+
+ARCHS = ("vit_tiny", "vit_small", "vit_base", "resnet50", "resnet50_imagenet", "vgg16_imagenet")
+
+DINO_URL = "https://dl.fbaipublicfiles.com/dino/"
+OFFICIAL_WEIGHTS = {
+    ("vit_small", 16): DINO_URL + "dino_deitsmall16_pretrain/dino_deitsmall16_pretrain.pth",
+    ("vit_small", 8): DINO_URL + "dino_deitsmall8_300ep_pretrain/dino_deitsmall8_300ep_pretrain.pth",
+    ("vit_base", 16): DINO_URL + "dino_vitbase16_pretrain/dino_vitbase16_pretrain.pth",
+    ("vit_base", 8): DINO_URL + "dino_vitbase8_pretrain/dino_vitbase8_pretrain.pth",
+    ("resnet50", 8): DINO_URL + "dino_resnet50_pretrain/dino_resnet50_pretrain.pth",
+    ("resnet50", 16): DINO_URL + "dino_resnet50_pretrain/dino_resnet50_pretrain.pth",
+}
+IMAGENET_WEIGHTS = {
+    "resnet50_imagenet": torchvision.models.ResNet50_Weights.IMAGENET1K_V1,
+    "vgg16_imagenet": torchvision.models.VGG16_Weights.IMAGENET1K_V1,
+}
+RESNET_DILATIONS = {1: [False, False, False], 2: [False, False, True], 4: [False, True, True]}
+QKV_INDEX = {"q": 0, "k": 1, "v": 2}
+
+# Keys of a checkpoint that are not backbone weights: DINO's projection head and timm's classifier
+# (``head.*``), torchvision's classifiers (``fc.*``, ``classifier.*``, ConvNets only).
+VIT_IGNORED_PREFIXES = ("head.",)
+CONV_IGNORED_PREFIXES = ("head.", "fc.", "classifier.")
+WRAPPER_PREFIXES = ("module.", "backbone.")
+MAX_LISTED = 5
+
+
+# ----------------------------------------------------------------------------------------------
+# Vision Transformer (DINO)
+# ----------------------------------------------------------------------------------------------
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping p x p patches to tokens: (B, 3, H, W) -> (B, (H/p)*(W/p), d), row-major."""
+
+    def __init__(self, patch_size: int, embed_dim: int):
+        super().__init__()
+        self.proj = nn.Conv2d(3, embed_dim, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(x).flatten(2).transpose(1, 2)
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden_dim: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden_dim)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden_dim, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.scale = (dim // num_heads) ** -0.5
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def split_heads(self, qkv: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """qkv: (B, T, 3*d), laid out (3, heads, d/heads) -> q, k, v: (B, heads, T, d/heads)."""
+        b, t, _ = qkv.shape
+        q, k, v = qkv.reshape(b, t, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        return q, k, v
+
+    def attention_map(self, q: Tensor, k: Tensor) -> Tensor:
+        """q: (B, heads, Tq, dh), k: (B, heads, T, dh) -> softmax(q k^T / sqrt(dh)): (B, heads, Tq, T)."""
+        return ((q @ k.transpose(-2, -1)) * self.scale).softmax(dim=-1)
+
+    def forward(self, x: Tensor, explicit: bool = False) -> Tensor:
+        """x: (B, T, d) -> (B, T, d); `explicit` computes the attention matrix as DINO does."""
+        q, k, v = self.split_heads(self.qkv(x))
+        if explicit:
+            out = self.attention_map(q, k) @ v
+        else:
+            out = F.scaled_dot_product_attention(q, k, v)
+        b, _, t, _ = out.shape
+        return self.proj(out.transpose(1, 2).reshape(b, t, -1))
+
+
+class Block(nn.Module):
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = Attention(dim, num_heads)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+
+    def forward(self, x: Tensor, explicit: bool = False) -> Tensor:
+        x = x + self.attn(self.norm1(x), explicit)
+        return x + self.mlp(self.norm2(x))
+
+
+class VisionTransformer(nn.Module):
+    """DINO's ViT without classifier (``head`` is Identity). Tokens: CLS first, then the patches
+    row-major; T = 1 + N with N = (H/p) * (W/p) for an image (B, 3, H, W)."""
+
+    def __init__(
+        self,
+        patch_size: int,
+        embed_dim: int,
+        depth: int,
+        num_heads: int,
+        mlp_ratio: float = 4,
+        img_size: int = 224,
+    ):
+        super().__init__()
+        self.patch_size = patch_size
+        self.embed_dim = embed_dim
+        self.num_heads = num_heads
+        num_patches = (img_size // patch_size) ** 2
+        self.patch_embed = PatchEmbed(patch_size, embed_dim)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + num_patches, embed_dim))
+        self.blocks = nn.ModuleList(Block(embed_dim, num_heads, mlp_ratio) for _ in range(depth))
+        self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
+        self.head = nn.Identity()
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        nn.init.trunc_normal_(self.cls_token, std=0.02)
+        self.apply(_init_vit_weights)
+
+    def interpolate_pos_encoding(self, rows: int, cols: int) -> Tensor:
+        """Position embeddings for a rows x cols patch grid: (1, 1 + rows*cols, d).
+
+        DINO's resizing, kept exactly (timm's resampling gives other features): a bicubic
+        interpolation of the trained sqrt(N) x sqrt(N) grid with scale factors (rows + 0.1) / sqrt(N)
+        and (cols + 0.1) / sqrt(N).
+        """
+        n = self.pos_embed.shape[1] - 1
+        if rows * cols == n and rows == cols:
+            return self.pos_embed
+        side = int(math.sqrt(n))
+        patch_pos = self.pos_embed[:, 1:].reshape(1, side, side, -1).permute(0, 3, 1, 2)
+        patch_pos = F.interpolate(
+            patch_pos,
+            scale_factor=((rows + 0.1) / math.sqrt(n), (cols + 0.1) / math.sqrt(n)),
+            mode="bicubic",
+        )
+        patch_pos = patch_pos.permute(0, 2, 3, 1).reshape(1, rows * cols, -1)
+        return torch.cat((self.pos_embed[:, :1], patch_pos), dim=1)
+
+    def prepare_tokens(self, x: Tensor) -> Tensor:
+        """x: (B, 3, H, W) -> tokens (B, 1 + N, d) with position embeddings."""
+        b, _, h, w = x.shape
+        tokens = torch.cat((self.cls_token.expand(b, -1, -1), self.patch_embed(x)), dim=1)
+        return tokens + self.interpolate_pos_encoding(h // self.patch_size, w // self.patch_size)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: (B, 3, H, W) -> CLS token after the final norm: (B, d)."""
+        tokens = self.prepare_tokens(x)
+        for block in self.blocks:
+            tokens = block(tokens)
+        return self.head(self.norm(tokens)[:, 0])
+
+    def get_last_selfattention(self, x: Tensor) -> Tensor:
+        """x: (B, 3, H, W) -> attention of the last block: (B, heads, T, T), as DINO computes it."""
+        attn = self.blocks[-1].attn
+        q, k, _ = attn.split_heads(self._last_qkv(x, explicit=True))
+        return attn.attention_map(q, k)
+
+    def last_qkv(self, x: Tensor) -> Tensor:
+        """x: (B, 3, H, W) -> output of the last block's ``attn.qkv`` linear: (B, T, 3*d), laid out
+        (3, heads, d/heads) along the last axis. Nothing after that layer is computed."""
+        return self._last_qkv(x, explicit=False)
+
+    def last_cls_attention(self, x: Tensor) -> Tensor:
+        """x: (B, 3, H, W) -> last block's attention of the CLS query on the N patches: (B, heads, N)."""
+        attn = self.blocks[-1].attn
+        q, k, _ = attn.split_heads(self.last_qkv(x))
+        return attn.attention_map(q[:, :, :1], k)[:, :, 0, 1:]
+
+    def _last_qkv(self, x: Tensor, explicit: bool) -> Tensor:
+        tokens = self.prepare_tokens(x)
+        for block in self.blocks[:-1]:
+            tokens = block(tokens, explicit)
+        last = self.blocks[-1]
+        return last.attn.qkv(last.norm1(tokens))
+
+
+def _init_vit_weights(module: nn.Module) -> None:
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+def vit_tiny(patch_size: int = 16) -> VisionTransformer:
+    return VisionTransformer(patch_size, embed_dim=192, depth=12, num_heads=3)
+
+
+def vit_small(patch_size: int = 16) -> VisionTransformer:
+    return VisionTransformer(patch_size, embed_dim=384, depth=12, num_heads=6)
+
+
+def vit_base(patch_size: int = 16) -> VisionTransformer:
+    return VisionTransformer(patch_size, embed_dim=768, depth=12, num_heads=12)
+
+
+VITS = {"vit_tiny": vit_tiny, "vit_small": vit_small, "vit_base": vit_base}
+
+
+# ----------------------------------------------------------------------------------------------
+# ConvNets (torchvision)
+# ----------------------------------------------------------------------------------------------
+
+
+class ConvFeatures(nn.Sequential):
+    """The convolutional trunk of a torchvision classifier: (B, 3, H, W) -> (B, d, h, w).
+
+    Sub-modules keep torchvision's names (``conv1``, ``layer4.2.bn3``, ``features.28``), so a
+    torchvision or DINO state dict loads once its classifier keys are set aside.
+    """
+
+
+def resnet50_features(resnet_dilate: int = 2) -> ConvFeatures:
+    """torchvision ResNet-50 without avgpool and fc; the last stages dilated instead of strided
+    (output stride 32, 16, 8 for ``resnet_dilate`` 1, 2, 4)."""
+    resnet = torchvision.models.resnet50(
+        weights=None, replace_stride_with_dilation=RESNET_DILATIONS[resnet_dilate]
+    )
+    layers = [(name, m) for name, m in resnet.named_children() if name not in ("avgpool", "fc")]
+    return ConvFeatures(OrderedDict(layers))
+
+
+def vgg16_features() -> ConvFeatures:
+    """torchvision VGG16 ``features`` without the last max-pool (output stride 16)."""
+    vgg = torchvision.models.vgg16(weights=None)
+    return ConvFeatures(OrderedDict(features=vgg.features[:-1]))
+
+
+# ----------------------------------------------------------------------------------------------
+# Building and loading weights
+# ----------------------------------------------------------------------------------------------
+
+
+def build_model(arch: str, patch_size: int = 16, resnet_dilate: int = 2) -> nn.Module:
+    """A randomly initialized backbone in eval mode with gradients off."""
+    _check_arch(arch, resnet_dilate)
+    if arch in VITS:
+        model = VITS[arch](patch_size)
+    elif arch.startswith("resnet50"):
+        model = resnet50_features(resnet_dilate)
+    else:
+        model = vgg16_features()
+    return model.eval().requires_grad_(False)
+
+
+def get_model(
+    arch: str,
+    patch_size: int = 16,
+    resnet_dilate: int = 2,
+    device: str | torch.device = "cpu",
+    pretrained_weights: str | Path | None = None,
+    checkpoint_key: str = "teacher",
+) -> nn.Module:
+    """The backbone with its weights, on `device`, in eval mode with gradients off.
+
+    Weights come from `pretrained_weights` when given, else from the official download (DINO's
+    checkpoints, torchvision's ImageNet ones for ``*_imagenet``) cached in the torch hub folder.
+    """
+    _check_arch(arch, resnet_dilate)
+    target = _check_device(device)
+    if pretrained_weights is not None:
+        state_dict = load_checkpoint_state_dict(pretrained_weights, checkpoint_key)
+        source = f"--pretrained_weights {pretrained_weights}"
+    else:
+        source = _official_url(arch, patch_size)
+        state_dict = download_state_dict(source)
+    model = build_model(arch, patch_size, resnet_dilate)
+    load_weights(model, state_dict, source, f"{arch}/{patch_size}" if arch in VITS else arch)
+    return model.to(target)
+
+
+def _check_arch(arch: str, resnet_dilate: int) -> None:
+    if arch not in ARCHS:
+        raise LostError(f"--arch {arch}: unknown architecture; choose one of {', '.join(ARCHS)}")
+    if arch.startswith("resnet") and resnet_dilate not in RESNET_DILATIONS:
+        raise LostError(f"--resnet_dilate {resnet_dilate}: choose 1, 2 or 4")
+
+
+def _official_url(arch: str, patch_size: int) -> str:
+    if arch in IMAGENET_WEIGHTS:
+        return IMAGENET_WEIGHTS[arch].url
+    if (arch, patch_size) not in OFFICIAL_WEIGHTS:
+        raise LostError(
+            f"--arch {arch} --patch_size {patch_size} has no official DINO weights; "
+            "pass --pretrained_weights PATH to a checkpoint of that architecture"
+        )
+    return OFFICIAL_WEIGHTS[(arch, patch_size)]
+
+
+def _check_device(device: str | torch.device) -> torch.device:
+    try:
+        target = torch.device(device)
+    except RuntimeError as exc:
+        raise LostError(f"--device {device}: not a device ({_one_line(exc)}); use cpu or cuda") from exc
+    if target.type == "cuda" and not torch.cuda.is_available():
+        raise LostError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+    return target
+
+
+def download_state_dict(url: str) -> dict[str, Tensor]:
+    """The state dict at `url`, downloaded once into ``<torch hub dir>/checkpoints``."""
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(urllib.parse.urlparse(url).path).name
+    try:
+        return torch.hub.load_state_dict_from_url(url, map_location="cpu", check_hash=True, weights_only=True)
+    except Exception as exc:  # no network, HTTP errors, or a damaged file in the cache
+        raise LostError(
+            f"cannot get the weights {url} ({_one_line(exc)}); connect to the network, or put that "
+            f"file at {cached}, or pass --pretrained_weights PATH to a local copy"
+        ) from exc
+
+
+def load_checkpoint_state_dict(path: str | Path, checkpoint_key: str = "teacher") -> dict[str, Tensor]:
+    """Backbone weights from a checkpoint file, without DINO's or timm's head.
+
+    Reads a plain state dict, a DINO full checkpoint (``teacher``/``student``, picked by
+    `checkpoint_key`), ``model``/``state_dict`` wrappers (timm, torchvision training scripts) and
+    strips ``module.`` and ``backbone.`` prefixes. Only tensors and plain containers are unpickled.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise LostError(f"--pretrained_weights {path}: no such file; pass the path of a .pth checkpoint")
+    try:
+        with _admitting_training_arguments():
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # arbitrary bytes make the unpickler fail in arbitrary ways
+        raise LostError(
+            f"--pretrained_weights {path}: not a readable PyTorch checkpoint ({_one_line(exc)}); "
+            "pass a file written by torch.save"
+        ) from exc
+    state_dict = _unwrap_checkpoint(checkpoint, checkpoint_key, path)
+    return {_strip_prefixes(key): value for key, value in state_dict.items()}
+
+
+def _admitting_training_arguments() -> contextlib.AbstractContextManager:
+    """Let ``weights_only`` loading accept the ``argparse.Namespace`` that DINO's full training
+    checkpoints store under ``args`` (torch >= 2.5; older torch refuses those files)."""
+    if hasattr(torch.serialization, "safe_globals"):
+        return torch.serialization.safe_globals([argparse.Namespace])
+    return contextlib.nullcontext()
+
+
+def _unwrap_checkpoint(checkpoint: object, checkpoint_key: str, path: Path) -> dict[str, Tensor]:
+    if isinstance(checkpoint, dict) and not _is_state_dict(checkpoint):
+        for key in (checkpoint_key, "model", "state_dict"):
+            if key in checkpoint:
+                checkpoint = checkpoint[key]
+                break
+    if not (isinstance(checkpoint, dict) and checkpoint and _is_state_dict(checkpoint)):
+        keys = list(checkpoint)[:MAX_LISTED] if isinstance(checkpoint, dict) else type(checkpoint).__name__
+        raise LostError(
+            f"--pretrained_weights {path}: no state dict found (top level: {keys}); pass "
+            "--checkpoint_key KEY naming the entry that holds the weights"
+        )
+    return checkpoint
+
+
+def _is_state_dict(obj: dict) -> bool:
+    return all(isinstance(key, str) and isinstance(value, Tensor) for key, value in obj.items())
+
+
+def _strip_prefixes(key: str) -> str:
+    while key.startswith(WRAPPER_PREFIXES):
+        for prefix in WRAPPER_PREFIXES:
+            key = key.removeprefix(prefix)
+    return key
+
+
+def load_weights(model: nn.Module, state_dict: dict[str, Tensor], source: str, name: str) -> None:
+    """Copy `state_dict` into `model`, or raise LostError listing every mismatched parameter.
+
+    Head and classifier keys are ignored; BatchNorm's ``num_batches_tracked`` may be absent.
+    """
+    ignored = CONV_IGNORED_PREFIXES if isinstance(model, ConvFeatures) else VIT_IGNORED_PREFIXES
+    state_dict = {k: v for k, v in state_dict.items() if not k.startswith(ignored)}
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state_dict if k not in expected]
+    reshaped = [
+        f"{k} {tuple(v.shape)} vs {tuple(expected[k].shape)}"
+        for k, v in state_dict.items()
+        if k in expected and v.shape != expected[k].shape
+    ]
+    problems = [
+        _listing(what, names)
+        for what, names in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", reshaped))
+        if names
+    ]
+    if problems:
+        raise LostError(
+            f"{source}: these weights do not fit {name}: {'; '.join(problems)}; pass weights of "
+            "this --arch and --patch_size, or the --arch and --patch_size of these weights"
+        )
+    model.load_state_dict(state_dict)
+
+
+def _listing(what: str, names: list[str]) -> str:
+    more = f", ... ({len(names) - MAX_LISTED} more)" if len(names) > MAX_LISTED else ""
+    return f"{len(names)} {what} ({', '.join(names[:MAX_LISTED])}{more})"
+
+
+def _one_line(exc: BaseException) -> str:
+    """The informative line of an exception message (PyTorch's are paragraphs)."""
+    text = str(exc)
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    line = lines[0] if lines else type(exc).__name__
+    return line if len(line) <= 200 else line[:197] + "..."
+
+
+# ----------------------------------------------------------------------------------------------
+# Features
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Features:
+    """feats: (B, N, d) float32, patch index ``row * w + col``; grid: (h, w) = (rows, cols);
+    scales: (sy, sx) = image pixels per feature cell along rows / cols: the patch size (ints)
+    for a ViT, padded size / map size (floats) for a CNN; boxes inherit that type."""
+
+    feats: Tensor
+    grid: tuple[int, int]
+    scales: tuple[float, float]
+
+
+class FeatureExtractor:
+    """The feature map LOST works on, for a batch of same-size padded images.
+
+    ViT: the last block's keys (or queries/values), heads concatenated in head order, CLS dropped.
+    ResNet/VGG: the last feature map, standardized by a layer norm over each image's (N, d) map.
+    The model runs where its parameters are; images are moved there.
+    """
+
+    def __init__(self, model: nn.Module, arch: str, patch_size: int, which_features: str = "k"):
+        if which_features not in QKV_INDEX:
+            raise LostError(f"--which_features {which_features}: choose k, q or v")
+        self.model = model
+        self.is_vit = isinstance(model, VisionTransformer)
+        if self.is_vit and model.patch_size != patch_size:
+            raise ValueError(f"patch_size {patch_size} differs from the model's {model.patch_size}")
+        self.arch = arch
+        self.patch_size = patch_size
+        self.which_features = which_features
+        self.pad_multiple = patch_size
+
+    @torch.no_grad()
+    def __call__(self, images: Tensor) -> Features:
+        """images: (B, 3, H, W) normalized and padded to a multiple of ``pad_multiple``."""
+        images = self._to_model_device(images)
+        if self.is_vit:
+            return self._vit_features(images)
+        return self._conv_features(images)
+
+    @torch.no_grad()
+    def cls_attention(self, images: Tensor) -> tuple[Tensor, tuple[int, int]]:
+        """images: (B, 3, H, W) -> (CLS attention on the patches (B, heads, N), grid (h, w))."""
+        if not self.is_vit:
+            raise LostError(f"--dinoseg needs a ViT --arch (vit_tiny, vit_small, vit_base), not {self.arch}")
+        grid = self._vit_grid(images)
+        return self.model.last_cls_attention(self._to_model_device(images)), grid
+
+    def _to_model_device(self, images: Tensor) -> Tensor:
+        device = next(self.model.parameters()).device
+        return images.to(device, non_blocking=True)
+
+    def _vit_grid(self, images: Tensor) -> tuple[int, int]:
+        h, w = images.shape[-2:]
+        p = self.patch_size
+        if h % p or w % p:
+            raise ValueError(f"images {h}x{w} are not padded to a multiple of the patch size {p}")
+        return h // p, w // p
+
+    def _vit_features(self, images: Tensor) -> Features:
+        grid = self._vit_grid(images)
+        qkv = self.model.last_qkv(images)
+        d = qkv.shape[-1] // 3
+        start = QKV_INDEX[self.which_features] * d
+        feats = qkv[:, 1:, start : start + d].float().contiguous()
+        return Features(feats, grid, (self.patch_size, self.patch_size))
+
+    def _conv_features(self, images: Tensor) -> Features:
+        maps = self.model(images)
+        h, w = maps.shape[-2:]
+        feats = maps.flatten(2).transpose(1, 2)
+        feats = F.layer_norm(feats.float(), feats.shape[-2:])
+        return Features(feats, (h, w), (images.shape[-2] / h, images.shape[-1] / w))
+
+
+def experiment_name(
+    arch: str,
+    patch_size: int,
+    which_features: str,
+    resnet_dilate: int,
+    dinoseg: bool,
+    dinoseg_head: int,
+) -> str:
+    """The published output folder name: ``LOST-vit_small16_k``, ``LOST-resnet50dilate2``,
+    ``LOST-vgg16_imagenet``, ``vit_small-16_dinoseg-head4``."""
+    if dinoseg:
+        if arch not in VITS:
+            raise LostError(f"--dinoseg needs a ViT --arch (vit_tiny, vit_small, vit_base), not {arch}")
+        return f"{arch}-{patch_size}_dinoseg-head{dinoseg_head}"
+    if arch.startswith("resnet"):
+        return f"LOST-{arch}dilate{resnet_dilate}"
+    if arch in VITS:
+        return f"LOST-{arch}{patch_size}_{which_features}"
+    return f"LOST-{arch}"

@@ -1,0 +1,57 @@
+"""Fixtures shared by the test modules: tiny models, checkpoints and images, all seeded."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from networks import VisionTransformer, build_model  # noqa: E402
+
+MIXED_SIZES = [(64, 48), (48, 64), (50, 40), (64, 48), (33, 17), (48, 64), (64, 48), (60, 45), (17, 33), (64, 48)]
+"""(width, height) of the mixed-size image set: several padded sizes, some shared (p = 8 and 16)."""
+
+
+def tiny_vit(patch_size: int = 8, seed: int = 0) -> VisionTransformer:
+    """A 2-block ViT (d = 48, 3 heads) with seeded random weights, in eval mode."""
+    torch.manual_seed(seed)
+    return VisionTransformer(patch_size=patch_size, embed_dim=48, depth=2, num_heads=3).eval()
+
+
+def write_noise_images(folder: Path, sizes: list[tuple[int, int]], seed: int = 0) -> list[Path]:
+    """JPEGs of smooth random blobs, one per (width, height), named 000000.jpg, 000001.jpg, ..."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index, (width, height) in enumerate(sizes):
+        coarse = rng.integers(0, 256, size=(max(2, height // 8), max(2, width // 8), 3), dtype=np.uint8)
+        image = Image.fromarray(coarse).resize((width, height), Image.BILINEAR)
+        path = folder / f"{index:06d}.jpg"
+        image.save(path, quality=95)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture
+def mixed_images(tmp_path: Path) -> Path:
+    """A folder of 10 JPEGs in MIXED_SIZES."""
+    folder = tmp_path / "mixed"
+    write_noise_images(folder, MIXED_SIZES)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def vit_tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-weight ViT-Tiny/16 (the real architecture) saved as a plain state dict."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("checkpoints") / "vit_tiny16.pth"
+    torch.save(build_model("vit_tiny", 16).state_dict(), path)
+    return path

@@ -1,0 +1,140 @@
+"""main_lost.py end to end: one image, VOC07, COCO20k, DINO-seg, ResNet, and its clear errors."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from tiny_datasets import make_coco_tree, make_voc_tree
+
+import main_lost
+from datasets import is_correct_localization, read_predictions
+from networks import build_model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args: str) -> int:
+    return main_lost.main([*args, "--num_workers", "0", "--device", "cpu"])
+
+
+def hand_corloc(preds: dict[str, np.ndarray], gt: dict[str, np.ndarray]) -> float:
+    hits = sum(is_correct_localization(preds[name], gt[name]) for name in gt)
+    return round(100 * hits / len(gt), 1)
+
+
+def test_one_image_prints_the_box_and_draws_every_visualization(tmp_path, vit_tiny_checkpoint, capsys):
+    weights = ["--arch", "vit_tiny", "--pretrained_weights", str(vit_tiny_checkpoint), "--output_dir", str(tmp_path)]
+    for kind in ("pred", "fms", "seed_expansion"):
+        assert run_cli("--image_path", str(ROOT / "examples" / "chelsea.jpg"), "--visualize", kind, *weights) == 0
+        picture = Image.open(tmp_path / "visualizations" / "LOST-vit_tiny16_k" / f"chelsea_{kind}.png")
+        assert picture.height == 300 and picture.width >= 451
+    assert "chelsea.jpg: box [x1, y1, x2, y2] = [" in capsys.readouterr().out
+    preds = read_predictions(tmp_path / "LOST-vit_tiny16_k" / "preds.pkl")
+    x1, y1, x2, y2 = preds["chelsea.jpg"].tolist()
+    assert 0 <= x1 < x2 <= 451 and 0 <= y1 < y2 <= 300
+
+
+def test_voc07_run_writes_published_outputs_with_its_corloc(tmp_path, vit_tiny_checkpoint):
+    tiny = make_voc_tree(tmp_path / "datasets")
+    code = run_cli(
+        "--dataset", "VOC07", "--set", "trainval", "--datasets_root", str(tmp_path / "datasets"),
+        "--arch", "vit_tiny", "--pretrained_weights", str(vit_tiny_checkpoint), "--output_dir", str(tmp_path / "out"),
+        "--visualize", "pred",
+    )
+    assert code == 0
+    run = tmp_path / "out" / "VOC07_trainval" / "LOST-vit_tiny16_k"
+    preds = read_predictions(run / "preds.pkl")
+    assert list(preds) == tiny.names
+    assert json.loads((run / "preds.json").read_text()) == {name: box.tolist() for name, box in preds.items()}
+    assert (run / "results.txt").read_text().splitlines()[0] == f"corloc,{hand_corloc(preds, tiny.gt):.1f},,"
+    assert len(list((tmp_path / "out" / "VOC07_trainval" / "visualizations" / "LOST-vit_tiny16_k").glob("*.png"))) == 4
+
+
+def test_no_hard_leaves_out_images_with_only_hard_objects(tmp_path, vit_tiny_checkpoint):
+    tiny = make_voc_tree(tmp_path / "datasets")
+    run_cli(
+        "--dataset", "VOC07", "--set", "trainval", "--no_hard", "--datasets_root", str(tmp_path / "datasets"),
+        "--arch", "vit_tiny", "--pretrained_weights", str(vit_tiny_checkpoint), "--output_dir", str(tmp_path / "out"),
+    )
+    run = tmp_path / "out" / "VOC07_trainval-nohards" / "LOST-vit_tiny16_k"
+    preds = read_predictions(run / "preds.pkl")
+    assert list(preds) == ["000001.jpg", "000002.jpg", "000004.jpg"]
+    assert (run / "results.txt").read_text().splitlines()[0] == f"corloc,{hand_corloc(preds, tiny.gt_nohard):.1f},,"
+
+
+def test_coco20k_run_names_images_by_id(tmp_path, vit_tiny_checkpoint):
+    tiny = make_coco_tree(tmp_path / "datasets")
+    run_cli(
+        "--dataset", "COCO20k", "--set", "train", "--datasets_root", str(tmp_path / "datasets"),
+        "--arch", "vit_tiny", "--pretrained_weights", str(vit_tiny_checkpoint), "--output_dir", str(tmp_path / "out"),
+    )
+    run = tmp_path / "out" / "COCO20k_train" / "LOST-vit_tiny16_k"
+    preds = read_predictions(run / "preds.pkl")
+    assert list(preds) == ["42", "7", "1000", "1001"]
+    assert (run / "results.txt").read_text().splitlines()[:2] == [f"corloc,{hand_corloc(preds, tiny.gt):.1f},,", "evaluated,4,,"]
+
+
+def test_dinoseg_run_uses_the_published_folder_name(tmp_path, vit_tiny_checkpoint):
+    make_voc_tree(tmp_path / "datasets")
+    code = run_cli(
+        "--dataset", "VOC07", "--set", "trainval", "--datasets_root", str(tmp_path / "datasets"), "--dinoseg",
+        "--dinoseg_head", "2", "--arch", "vit_tiny", "--pretrained_weights", str(vit_tiny_checkpoint),
+        "--output_dir", str(tmp_path / "out"),
+    )
+    assert code == 0
+    assert len(read_predictions(tmp_path / "out" / "VOC07_trainval" / "vit_tiny-16_dinoseg-head2" / "preds.pkl")) == 4
+
+
+def test_dinoseg_head_beyond_the_model_is_a_clear_error(tmp_path, vit_tiny_checkpoint, capsys):
+    code = run_cli(
+        "--image_path", str(ROOT / "examples" / "chelsea.jpg"), "--dinoseg", "--dinoseg_head", "4",
+        "--arch", "vit_tiny", "--pretrained_weights", str(vit_tiny_checkpoint), "--output_dir", str(tmp_path),
+    )
+    assert code == 2
+    assert "--dinoseg_head 4" in capsys.readouterr().err
+
+
+def test_resnet50_run_gives_float_boxes(tmp_path):
+    make_voc_tree(tmp_path / "datasets")
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "resnet50.pth"
+    torch.save(build_model("resnet50").state_dict(), checkpoint)
+    code = run_cli(
+        "--dataset", "VOC07", "--set", "trainval", "--datasets_root", str(tmp_path / "datasets"),
+        "--arch", "resnet50", "--pretrained_weights", str(checkpoint), "--output_dir", str(tmp_path / "out"),
+    )
+    assert code == 0
+    preds = read_predictions(tmp_path / "out" / "VOC07_trainval" / "LOST-resnet50dilate2" / "preds.pkl")
+    assert len(preds) == 4 and all(box.dtype == np.float64 for box in preds.values())
+
+
+def test_missing_dataset_is_one_clear_line(tmp_path, vit_tiny_checkpoint, capsys):
+    code = run_cli(
+        "--dataset", "VOC07", "--set", "trainval", "--datasets_root", str(tmp_path / "nowhere"),
+        "--arch", "vit_tiny", "--pretrained_weights", str(vit_tiny_checkpoint),
+    )
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("error: ") and str(tmp_path / "nowhere") in err
+
+
+def test_vit_tiny_without_weights_asks_for_them(capsys):
+    code = run_cli("--image_path", str(ROOT / "examples" / "chelsea.jpg"), "--arch", "vit_tiny")
+    assert code == 2
+    assert "--pretrained_weights" in capsys.readouterr().err
+
+
+def test_checkpoint_of_another_architecture_fails_at_start_up(tmp_path, vit_tiny_checkpoint, capsys):
+    code = run_cli("--image_path", str(ROOT / "examples" / "chelsea.jpg"), "--pretrained_weights", str(vit_tiny_checkpoint))
+    err = capsys.readouterr().err
+    assert code == 2
+    assert str(vit_tiny_checkpoint) in err and "pos_embed" in err
+
+
+@pytest.mark.parametrize("flag", ["--visualize", "--batch_size"])
+def test_bad_flag_values_are_refused_by_argparse(flag):
+    with pytest.raises(SystemExit):
+        main_lost.parse_args([flag, "nonsense"])

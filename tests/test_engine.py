@@ -1,0 +1,133 @@
+"""The batched engine gives the one-image path's boxes; its sampler and splitter do their jobs."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_vit
+
+from datasets import image_to_tensor, load_rgb, pad_to_multiple, single_image_records
+from engine import (
+    DiscoveryConfig,
+    SizeBucketBatchSampler,
+    attention_images_per_pass,
+    discover,
+    read_padded_sizes,
+)
+from networks import FeatureExtractor, build_model
+from object_discovery import dino_seg, lost
+
+
+def one_image_boxes(extractor: FeatureExtractor, folder: Path, dinoseg: bool = False) -> dict[str, list]:
+    """Boxes computed image by image without the engine: decode, pad, extract, LOST."""
+    boxes = {}
+    for record in single_image_records(folder):
+        image = load_rgb(record.path)
+        padded = pad_to_multiple(image_to_tensor(image), extractor.pad_multiple)[None]
+        size = (image.height, image.width)
+        if dinoseg:
+            attention, grid = extractor.cls_attention(padded)
+            box = dino_seg(attention[0], grid, extractor.patch_size, size, head=1)
+        else:
+            features = extractor(padded)
+            box = lost(features.feats[0], features.grid, features.scales, size).box
+        boxes[record.name] = box.tolist()
+    return boxes
+
+
+def engine_boxes(extractor: FeatureExtractor, folder: Path, config: DiscoveryConfig) -> dict[str, list]:
+    records = single_image_records(folder)
+    found = list(discover(extractor, records, config))
+    assert sorted(item.index for item in found) == list(range(len(records)))
+    return {records[item.index].name: item.box.tolist() for item in found}
+
+
+@pytest.fixture(scope="module")
+def vit_extractor() -> FeatureExtractor:
+    return FeatureExtractor(tiny_vit(patch_size=8), "vit_tiny", 8)
+
+
+@pytest.fixture(scope="module")
+def resnet_extractor() -> FeatureExtractor:
+    torch.manual_seed(0)
+    return FeatureExtractor(build_model("resnet50", 16, resnet_dilate=2), "resnet50", 16)
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 8])
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_vit_engine_boxes_equal_the_one_image_path(vit_extractor, mixed_images, batch_size, num_workers):
+    expected = one_image_boxes(vit_extractor, mixed_images)
+    assert len({tuple(box) for box in expected.values()}) > 3, "the set must give distinct boxes"
+    config = DiscoveryConfig(batch_size=batch_size, num_workers=num_workers)
+    assert engine_boxes(vit_extractor, mixed_images, config) == expected
+
+
+@pytest.mark.parametrize("batch_size", [1, 8])
+def test_resnet_engine_boxes_equal_the_one_image_path(resnet_extractor, mixed_images, batch_size):
+    expected = one_image_boxes(resnet_extractor, mixed_images)
+    assert engine_boxes(resnet_extractor, mixed_images, DiscoveryConfig(batch_size=batch_size)) == expected
+
+
+def test_dinoseg_engine_boxes_equal_the_one_image_path(vit_extractor, mixed_images):
+    expected = one_image_boxes(vit_extractor, mixed_images, dinoseg=True)
+    config = DiscoveryConfig(batch_size=4, dinoseg=True, dinoseg_head=1)
+    assert engine_boxes(vit_extractor, mixed_images, config) == expected
+
+
+def test_bf16_boxes_stay_close_to_fp32(vit_extractor, mixed_images):
+    fp32 = engine_boxes(vit_extractor, mixed_images, DiscoveryConfig(batch_size=4))
+    bf16 = engine_boxes(vit_extractor, mixed_images, DiscoveryConfig(batch_size=4, precision="bf16"))
+    assert fp32.keys() == bf16.keys()
+    assert all(len(box) == 4 for box in bf16.values())
+
+
+def test_unreadable_image_is_reported_and_the_others_go_on(vit_extractor, mixed_images):
+    (mixed_images / "000003.jpg").write_bytes(b"not a jpeg")
+    records = single_image_records(mixed_images)
+    found = {records[item.index].name: item for item in discover(vit_extractor, records, DiscoveryConfig(batch_size=3))}
+    assert found["000003.jpg"].box is None
+    assert "000003.jpg" in found["000003.jpg"].error
+    assert all(item.box is not None for name, item in found.items() if name != "000003.jpg")
+
+
+def test_sampler_never_mixes_padded_sizes_and_yields_every_index_once():
+    sizes = [(48, 64), (64, 48), (48, 64), None, (48, 64), (64, 48), (48, 64), (48, 64), None]
+    sampler = SizeBucketBatchSampler(sizes, batch_size=3)
+    batches = list(sampler)
+    assert batches == [[0, 2, 4], [6, 7], [1, 5], [3, 8]]
+    assert len(sampler) == len(batches)
+    assert sorted(i for batch in batches for i in batch) == list(range(len(sizes)))
+    assert all(len({sizes[i] for i in batch}) == 1 for batch in batches)
+
+
+def test_padded_sizes_come_from_the_headers(mixed_images):
+    records = single_image_records(mixed_images)
+    # widths x heights 64x48, 48x64, 50x40, 64x48, 33x17 padded to 16 -> (48, 64), (64, 48), (48, 64), (48, 64), (32, 48)
+    assert read_padded_sizes(records, 16)[:5] == [(48, 64), (64, 48), (48, 64), (48, 64), (32, 48)]
+
+
+def test_memory_splitter_splits_batches_that_exceed_the_budget():
+    # 48x64 with p = 16: T = 3 * 4 + 1 = 13 tokens; 6 heads -> 6 * 13 * 13 * 4 = 4056 bytes per image
+    assert attention_images_per_pass((48, 64), 16, 6, budget=4056 * 3) == 3
+    assert attention_images_per_pass((48, 64), 16, 6, budget=100) == 1
+    sampler = SizeBucketBatchSampler([(48, 64)] * 7, batch_size=8, max_batch_for_size=lambda size: 3)
+    assert list(sampler) == [[0, 1, 2], [3, 4, 5], [6]]
+    assert len(sampler) == 3
+
+
+def test_memory_splitter_bounds_real_runs(vit_extractor, mixed_images):
+    config = DiscoveryConfig(batch_size=8, memory_budget=1)
+    assert engine_boxes(vit_extractor, mixed_images, config) == one_image_boxes(vit_extractor, mixed_images)
+
+
+def test_unknown_precision_is_a_clear_error(vit_extractor, mixed_images):
+    from errors import LostError
+
+    with pytest.raises(LostError, match="--precision"):
+        list(discover(vit_extractor, single_image_records(mixed_images), DiscoveryConfig(precision="fp8")))
+
+
+def test_boxes_are_whole_pixels_for_vits(vit_extractor, mixed_images):
+    boxes = engine_boxes(vit_extractor, mixed_images, DiscoveryConfig(batch_size=2))
+    assert all(np.asarray(box).dtype.kind == "i" for box in boxes.values())

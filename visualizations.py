@@ -1,0 +1,140 @@
+"""Pictures of what LOST did, as PNG files: the box, the paper's Figure 2 maps, the expansion.
+
+Every function takes the original RGB image and values over the feature grid ``(h, w)`` =
+(rows, cols), with ``scales = (sy, sx)`` image pixels per cell and boxes ``[x1, y1, x2, y2]`` in
+image pixels (x2/y2 exclusive). Maps are drawn cell by cell over the image, cropped to its size.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from object_discovery import cells_to_box
+
+BOX_COLOR = (255, 32, 32)
+SEED_BOX_COLOR = (40, 120, 255)
+SEED_COLOR = (255, 220, 0)
+VIRIDIS_ANCHORS = np.array(
+    [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]], dtype=np.float64
+)
+KINDS = ("pred", "fms", "seed_expansion")
+
+
+def seed_cell_box(seed: int, grid: tuple[int, int], scales: tuple[float, float], image_size: tuple[int, int]) -> np.ndarray:
+    """Pixel box ``[x1, y1, x2, y2]`` (x2/y2 exclusive) of the seed patch's cell."""
+    row, col = divmod(int(seed), grid[1])
+    return cells_to_box(row, col, row + 1, col + 1, scales, image_size)
+
+
+def draw_box(image: Image.Image, box: np.ndarray, color: tuple[int, int, int], width: int = 3) -> Image.Image:
+    """A copy of ``image`` with the outline of ``box`` (exclusive x2/y2) drawn inside its pixels."""
+    out = image.copy()
+    x1, y1, x2, y2 = (float(v) for v in box)
+    ImageDraw.Draw(out).rectangle([x1, y1, x2 - 1, y2 - 1], outline=color, width=width)
+    return out
+
+
+def fill_box(image: Image.Image, box: np.ndarray, color: tuple[int, int, int], alpha: float = 0.6) -> Image.Image:
+    """A copy of ``image`` with ``box`` filled by ``color`` at opacity ``alpha``."""
+    overlay = image.copy()
+    x1, y1, x2, y2 = (float(v) for v in box)
+    ImageDraw.Draw(overlay).rectangle([x1, y1, x2 - 1, y2 - 1], fill=color)
+    return Image.blend(image, overlay, alpha)
+
+
+def colorize(values: np.ndarray) -> np.ndarray:
+    """(h, w) values scaled to [0, 1] by min/max, as (h, w, 3) uint8 viridis-like colors."""
+    values = values.astype(np.float64)
+    span = values.max() - values.min()
+    scaled = (values - values.min()) / span if span > 0 else np.zeros_like(values)
+    position = scaled * (len(VIRIDIS_ANCHORS) - 1)
+    low = np.floor(position).astype(int).clip(0, len(VIRIDIS_ANCHORS) - 2)
+    weight = (position - low)[..., None]
+    colors = VIRIDIS_ANCHORS[low] * (1 - weight) + VIRIDIS_ANCHORS[low + 1] * weight
+    return colors.round().astype(np.uint8)
+
+
+def grid_to_image(colors: np.ndarray, scales: tuple[float, float], image_size: tuple[int, int]) -> Image.Image:
+    """(h, w, 3) cell colors blown up to cells of (sy, sx) pixels, cropped to (H, W)."""
+    rows, cols = colors.shape[:2]
+    padded = (round(cols * scales[1]), round(rows * scales[0]))
+    picture = Image.fromarray(colors).resize(padded, Image.NEAREST)
+    return picture.crop((0, 0, image_size[1], image_size[0]))
+
+
+def side_by_side(panels: list[Image.Image], gap: int = 8) -> Image.Image:
+    """Panels of one height placed left to right on a white canvas."""
+    width = sum(panel.width for panel in panels) + gap * (len(panels) - 1)
+    canvas = Image.new("RGB", (width, max(panel.height for panel in panels)), (255, 255, 255))
+    x = 0
+    for panel in panels:
+        canvas.paste(panel, (x, 0))
+        x += panel.width + gap
+    return canvas
+
+
+def prediction_picture(
+    image: Image.Image,
+    box: np.ndarray,
+    seed: int | None = None,
+    grid: tuple[int, int] | None = None,
+    scales: tuple[float, float] | None = None,
+) -> Image.Image:
+    """The image with the predicted box in red and, when given, the seed patch in yellow."""
+    picture = image
+    if seed is not None and grid is not None and scales is not None:
+        image_size = (image.height, image.width)
+        picture = fill_box(picture, seed_cell_box(seed, grid, scales, image_size), SEED_COLOR)
+    return draw_box(picture, box, BOX_COLOR)
+
+
+def feature_maps_picture(
+    image: Image.Image,
+    seed_similarity: torch.Tensor,
+    degrees: torch.Tensor,
+    seed: int,
+    grid: tuple[int, int],
+    scales: tuple[float, float],
+) -> Image.Image:
+    """The paper's Figure 2: image with the seed | seed's binarized correlation | inverse degree.
+
+    seed_similarity: (N,) row ``A[seed, :]``; degrees: (N,) patch degrees. The middle panel is
+    yellow where ``A[seed, j] > 0``; the right one maps ``1 / degree`` (brightest = lowest degree).
+    """
+    image_size = (image.height, image.width)
+    positive = (seed_similarity.reshape(grid) > 0).numpy()
+    correlation = np.where(positive[..., None], np.array(SEED_COLOR, np.uint8), np.uint8(30))
+    inverse_degree = 1.0 / (degrees.reshape(grid).double().numpy() + 1.0)
+    seed_box = seed_cell_box(seed, grid, scales, image_size)
+    panels = [
+        draw_box(image, seed_box, BOX_COLOR),
+        draw_box(grid_to_image(correlation.astype(np.uint8), scales, image_size), seed_box, BOX_COLOR),
+        draw_box(grid_to_image(colorize(inverse_degree), scales, image_size), seed_box, BOX_COLOR),
+    ]
+    return side_by_side(panels)
+
+
+def seed_expansion_picture(
+    image: Image.Image,
+    seed: int,
+    seed_box: np.ndarray,
+    box: np.ndarray,
+    grid: tuple[int, int],
+    scales: tuple[float, float],
+) -> Image.Image:
+    """The paper's Figure 3: seed patch (yellow), box before expansion (blue), after (red)."""
+    picture = fill_box(image, seed_cell_box(seed, grid, scales, (image.height, image.width)), SEED_COLOR)
+    picture = draw_box(picture, seed_box, SEED_BOX_COLOR, width=2)
+    return draw_box(picture, box, BOX_COLOR)
+
+
+def save_png(picture: Image.Image, folder: Path, image_name: str, kind: str) -> Path:
+    """Write ``<folder>/<image stem>_<kind>.png`` and return its path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{Path(image_name).stem}_{kind}.png"
+    picture.save(path)
+    return path
