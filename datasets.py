@@ -24,15 +24,17 @@ from __future__ import annotations
 
 import _compat_pickle
 import codecs
+import contextlib
 import importlib
 import io
 import json
 import os
 import pickle
 import tempfile
+import warnings
 import xml.etree.ElementTree as ET
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,21 +64,33 @@ Skipped = list[tuple[str, str]]
 # Images
 
 
-def load_rgb(path: Path | str) -> Image.Image:
+def load_rgb(path: Path | str, max_size: int | None = None) -> Image.Image:
     """Decode an image file completely and return it as an 8-bit RGB PIL image.
 
     L, 1, P, LA, PA, RGBA, CMYK, YCbCr are converted with Pillow (alpha dropped, palette
     transparency ignored); I;16* and I (16-bit grey, e.g. 16-bit PNG) are scaled by 1/257.
+    With ``max_size``, an image whose longer side exceeds it is scaled down (bicubic) to
+    :func:`capped_size`; JPEGs are then decoded at a reduced scale first, so a 12,000 x 9,000
+    photo never takes its full size in memory.
     Raises LostError naming the path, the reason and the fix for a missing, empty (0 bytes),
     truncated, corrupt or non-image file.
     """
+    return decode_image(path, max_size)[0]
+
+
+def decode_image(path: Path | str, max_size: int | None = None) -> tuple[Image.Image, tuple[int, int]]:
+    """:func:`load_rgb` that also returns the file's own size (H, W) before any scaling."""
     path = Path(path)
     if not path.is_file():
         raise LostError(f"{path}: image file not found; check the path or the data set folder")
     if path.stat().st_size == 0:
         raise LostError(f"{path}: image file is empty (0 bytes); re-download it or remove it")
     try:
-        with Image.open(path) as image:
+        with open_image(path) as image:
+            original = (image.height, image.width)
+            target = capped_size(image.width, image.height, max_size)
+            if target != image.size:
+                image.draft("RGB", target)
             image.load()
             decoded = image
     except UnidentifiedImageError as exc:
@@ -88,11 +102,48 @@ def load_rgb(path: Path | str) -> Image.Image:
             f"{path}: cannot decode the image ({exc}); it is truncated or corrupt: re-download it or remove it"
         ) from exc
     try:
-        return _to_rgb8(decoded)
+        rgb = _to_rgb8(decoded)
     except (ValueError, OSError) as exc:
         raise LostError(
             f"{path}: image mode {decoded.mode} cannot be converted to RGB ({exc}); save it as RGB"
         ) from exc
+    if rgb.size != target:
+        rgb = rgb.resize(target, Image.BICUBIC)
+    return rgb, original
+
+
+@contextlib.contextmanager
+def open_image(path: Path) -> Iterator[Image.Image]:
+    """``Image.open`` without the decompression-bomb warning for images between Pillow's limit
+    and twice that (a 12,000 x 9,000 photo): they are decoded scaled down when ``max_size`` is
+    set. Beyond twice the limit Pillow still refuses the file."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with Image.open(path) as image:
+            yield image
+
+
+def capped_size(width: int, height: int, max_size: int | None) -> tuple[int, int]:
+    """(width, height) scaled so that the longer side is at most ``max_size`` (None or 0: as is).
+
+    The scaled sides are ``round(side * max_size / longer side)``, at least 1.
+    """
+    longer = max(width, height)
+    if not max_size or longer <= max_size:
+        return width, height
+    scale = max_size / longer
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def rescale_box(box: np.ndarray, from_size: tuple[int, int], to_size: tuple[int, int]) -> np.ndarray:
+    """A box ``[x1, y1, x2, y2]`` (x2/y2 exclusive) in an image of (H, W) ``from_size`` moved to
+    the same image at (H, W) ``to_size``; unchanged (same dtype) when the sizes are equal, else
+    float64 clipped to ``to_size``."""
+    if tuple(from_size) == tuple(to_size):
+        return box
+    scale_y, scale_x = to_size[0] / from_size[0], to_size[1] / from_size[1]
+    scaled = np.asarray(box, dtype=np.float64) * [scale_x, scale_y, scale_x, scale_y]
+    return np.minimum(scaled, [to_size[1], to_size[0], to_size[1], to_size[0]])
 
 
 def _to_rgb8(image: Image.Image) -> Image.Image:
@@ -159,41 +210,56 @@ class DatasetSpec:
     skipped: tuple[tuple[str, str], ...] = ()
 
 
-def padded_size(record: ImageRecord, multiple: int) -> tuple[int, int]:
-    """(Hp, Wp) of the record's image once padded to `multiple`; reads the header only.
+def padded_size(record: ImageRecord, multiple: int, max_size: int | None = None) -> tuple[int, int]:
+    """(Hp, Wp) of the record's image once capped to `max_size` (see :func:`capped_size`) and
+    padded to `multiple`; reads the header only.
 
     Raises LostError when the header cannot be read.
     """
     try:
-        with Image.open(record.path) as image:
-            width, height = image.size
+        with open_image(record.path) as image:
+            width, height = capped_size(image.width, image.height, max_size)
     except Exception as exc:
         raise LostError(f"{record.path}: cannot read the image header ({exc}); replace it or remove it") from exc
     return _padded(height, multiple), _padded(width, multiple)
 
 
+@dataclass(frozen=True)
+class DecodedImage:
+    """One decoded image for the engine: `image (3, Hp, Wp)` normalized and padded; `size` the
+    (H, W) it was decoded at, before padding; `original_size` the file's own (H, W), larger
+    when `max_size` scaled the image down. `image` is None and `error` set when it failed."""
+
+    index: int
+    image: torch.Tensor | None
+    size: tuple[int, int] | None = None
+    original_size: tuple[int, int] | None = None
+    error: str | None = None
+
+
 class ImageFileDataset(torch.utils.data.Dataset):
     """Decoded, normalized, padded images of a list of records, for a DataLoader.
 
-    `__getitem__(i)` returns `(image (3, Hp, Wp) float32, i, (H, W))` with H, W the size
-    before padding. An image that cannot be read never raises (so a DataLoader worker
-    survives): it returns the sentinel `(None, i, message)`, message being the LostError text.
+    `__getitem__(i)` returns a :class:`DecodedImage`. An image that cannot be read never
+    raises (so a DataLoader worker survives): its DecodedImage has `image` None and `error` set
+    to the LostError text. `max_size` caps the longer side (see :func:`load_rgb`).
     """
 
-    def __init__(self, records: list[ImageRecord], pad_multiple: int) -> None:
+    def __init__(self, records: list[ImageRecord], pad_multiple: int, max_size: int | None = None) -> None:
         self.records = records
         self.pad_multiple = pad_multiple
+        self.max_size = max_size
 
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor | None, int, tuple[int, int] | str]:
+    def __getitem__(self, i: int) -> DecodedImage:
         try:
-            image = load_rgb(self.records[i].path)
+            image, original_size = decode_image(self.records[i].path, self.max_size)
         except LostError as exc:
-            return None, i, str(exc)
-        tensor = image_to_tensor(image)
-        return pad_to_multiple(tensor, self.pad_multiple), i, (image.height, image.width)
+            return DecodedImage(index=i, image=None, error=str(exc))
+        tensor = pad_to_multiple(image_to_tensor(image), self.pad_multiple)
+        return DecodedImage(index=i, image=tensor, size=(image.height, image.width), original_size=original_size)
 
 
 def single_image_records(path: Path | str) -> list[ImageRecord]:

@@ -1,4 +1,4 @@
-"""Detector training data: LOST pseudo-boxes and VOC / COCO20k ground truth as detectron2 inputs.
+"""Detector training inputs: LOST pseudo-boxes, VOC / COCO20k ground truth, ResNet-50 weights.
 
 Two kinds of JSON file are written, both into the *prepared* folder (``--output_dir`` of the
 preparation scripts, ``--prepared-dir`` of the training scripts; default ``$LOST_PREPARED_DIR``
@@ -20,6 +20,11 @@ Boxes are ``[x1, y1, x2, y2]`` in pixels, x2/y2 exclusive; VOC's 1-based inclusi
 ``[xmin - 1, ymin - 1, xmax, ymax]`` as in ``datasets.py``. As in the paper's files, the COCO-style
 VOC ground truth leaves out objects marked ``difficult``.
 
+Weights: a torchvision-named ResNet-50 state dict (DINO's ``dino_resnet50_pretrain.pth``) is
+renamed to detectron2's ResNet names (``layer1.0.bn2.weight`` -> ``res2.0.conv2.norm.weight``)
+and written as the pickle detectron2's checkpointer reads for converted models
+(``{"model": {name: ndarray}, "__author__": ..., "matching_heuristics": True}``).
+
 This module does not import detectron2: preparing data does not need it.
 """
 
@@ -27,6 +32,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping
@@ -34,6 +40,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+import torchvision
 
 import datasets
 from errors import LostError
@@ -163,10 +171,14 @@ def read_voc_annotation(xml_path: Path) -> VocAnnotation:
     return VocAnnotation(width, height, tuple(objects))
 
 
+def voc_set_file(voc_dir: Path, year: str, image_set: str) -> Path:
+    """``ImageSets/Main/<image_set>.txt`` of the VOC<year> tree at `voc_dir`."""
+    return datasets.voc_devkit_dir(Path(voc_dir), year) / "ImageSets" / "Main" / f"{image_set}.txt"
+
+
 def voc_image_ids(voc_dir: Path, year: str, image_set: str) -> list[str]:
     """Ids listed in ``ImageSets/Main/<image_set>.txt`` of the VOC<year> tree at `voc_dir`."""
-    devkit = datasets.voc_devkit_dir(Path(voc_dir), year)
-    set_file = devkit / "ImageSets" / "Main" / f"{image_set}.txt"
+    set_file = voc_set_file(voc_dir, year, image_set)
     if not set_file.is_file():
         raise LostError(
             f"{set_file}: image set file not found; unpack the VOC{year} {image_set} archive from "
@@ -406,3 +418,116 @@ def write_json(path: Path, content: dict) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     datasets.atomic_write(path, json.dumps(content).encode())
+
+
+# ----------------------------------------------------------------------------------------------
+# ResNet-50 weights: torchvision names <-> detectron2 names
+
+RESNET_RENAMES = (
+    ("conv1.weight", "stem.conv1.weight"),
+    ("bn1.{p}", "stem.conv1.norm.{p}"),
+    ("layer{s}.{b}.conv{k}.weight", "res{r}.{b}.conv{k}.weight"),
+    ("layer{s}.{b}.bn{k}.{p}", "res{r}.{b}.conv{k}.norm.{p}"),
+    ("layer{s}.{b}.downsample.0.weight", "res{r}.{b}.shortcut.weight"),
+    ("layer{s}.{b}.downsample.1.{p}", "res{r}.{b}.shortcut.norm.{p}"),
+)
+"""(torchvision, detectron2) name templates: torchvision stage s (layer1..4) is detectron2's
+r = s + 1 (res2..5), b a block, k a conv of the bottleneck, p a BatchNorm parameter or buffer."""
+
+_FIELDS = {"s": "[1-4]", "r": "[2-5]", "b": r"\d+", "k": "[1-3]", "p": "weight|bias|running_mean|running_var"}
+RESNET_DROPPED = re.compile(r"fc\..*|.*\.num_batches_tracked")
+"""torchvision keys with no detectron2 counterpart: the classifier and BatchNorm's counters."""
+
+
+def _template_regex(template: str) -> re.Pattern:
+    pattern = re.escape(template)
+    for field, values in _FIELDS.items():
+        pattern = pattern.replace(re.escape("{" + field + "}"), f"(?P<{field}>{values})")
+    return re.compile(pattern)
+
+
+_TV_TO_D2 = [(_template_regex(tv), d2) for tv, d2 in RESNET_RENAMES]
+_D2_TO_TV = [(_template_regex(d2), tv) for tv, d2 in RESNET_RENAMES]
+
+
+def _rename(key: str, rules: list[tuple[re.Pattern, str]]) -> str | None:
+    for regex, target in rules:
+        match = regex.fullmatch(key)
+        if match:
+            fields = match.groupdict()
+            if "s" in fields:
+                fields["r"] = str(int(fields["s"]) + 1)
+            elif "r" in fields:
+                fields["s"] = str(int(fields["r"]) - 1)
+            return target.format(**fields)
+    return None
+
+
+def torchvision_to_detectron2_key(key: str) -> str | None:
+    """detectron2's name of a torchvision ResNet parameter (None when it has none)."""
+    return _rename(key, _TV_TO_D2)
+
+
+def detectron2_to_torchvision_key(key: str) -> str | None:
+    """torchvision's name of a detectron2 ResNet parameter (None when it has none)."""
+    return _rename(key, _D2_TO_TV)
+
+
+def read_resnet_checkpoint(path: Path, checkpoint_key: str = "teacher") -> dict[str, torch.Tensor]:
+    """A ResNet state dict from a PyTorch checkpoint (tensors and containers only are unpickled):
+    a plain state dict or one under `checkpoint_key`, ``state_dict``, ``model`` or ``network``,
+    with ``module.`` / ``backbone.`` prefixes removed."""
+    path = Path(path)
+    if not path.is_file():
+        raise LostError(f"--input {path}: no such file; download DINO's dino_resnet50_pretrain.pth")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # arbitrary bytes make the unpickler fail in arbitrary ways
+        raise LostError(f"--input {path}: not a readable PyTorch checkpoint ({type(exc).__name__}); pass a .pth file") from exc
+    for key in (checkpoint_key, "state_dict", "model", "network"):
+        if isinstance(checkpoint, dict) and key in checkpoint and isinstance(checkpoint[key], dict):
+            checkpoint = checkpoint[key]
+            break
+    if not isinstance(checkpoint, dict) or not all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
+        raise LostError(f"--input {path}: no state dict found; pass --checkpoint_key naming the entry holding the weights")
+    state_dict = {}
+    for key, value in checkpoint.items():
+        for prefix in ("module.", "backbone."):
+            key = key.removeprefix(prefix)
+        state_dict[key] = value
+    return state_dict
+
+
+def resnet50_to_detectron2(state_dict: dict[str, torch.Tensor], source: str) -> dict[str, np.ndarray]:
+    """detectron2-named numpy weights of a torchvision-named ResNet-50 state dict.
+
+    Raises LostError listing the missing, unexpected and mis-shaped parameters when `state_dict`
+    (read from `source`) is not a ResNet-50's.
+    """
+    expected = {
+        torchvision_to_detectron2_key(key): tuple(value.shape)
+        for key, value in torchvision.models.resnet50().state_dict().items()
+        if not RESNET_DROPPED.fullmatch(key)
+    }
+    converted, unexpected = {}, []
+    for key, value in state_dict.items():
+        if RESNET_DROPPED.fullmatch(key):
+            continue
+        name = torchvision_to_detectron2_key(key)
+        if name in expected:
+            converted[name] = value.detach().cpu().numpy()
+        else:
+            unexpected.append(key)
+    missing = [name for name in expected if name not in converted]
+    reshaped = [f"{name} {converted[name].shape}" for name in converted if converted[name].shape != expected[name]]
+    problems = [f"{len(v)} {what} ({', '.join(v[:3])})" for what, v in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", reshaped)) if v]
+    if problems:
+        raise LostError(f"{source}: not a torchvision ResNet-50 state dict: {'; '.join(problems)}; pass DINO's ResNet-50 weights")
+    return converted
+
+
+def detectron2_weights_pickle(weights: dict[str, np.ndarray]) -> bytes:
+    """The pickle detectron2's DetectionCheckpointer loads for a converted backbone; its
+    ``matching_heuristics`` lets detectron2 match these names to the model's (``backbone.res2...``)."""
+    content = {"model": weights, "__author__": "LOST (torchvision ResNet-50)", "matching_heuristics": True}
+    return pickle.dumps(content, protocol=4)

@@ -12,6 +12,7 @@ Nothing per image is kept here: the caller consumes the stream, so memory stays 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from datasets import ImageFileDataset, ImageRecord, padded_size
+from datasets import DecodedImage, ImageFileDataset, ImageRecord, padded_size, rescale_box
 from errors import LostError
 from networks import FeatureExtractor
 from object_discovery import LostResult, dino_seg, lost_batch
@@ -41,6 +42,8 @@ class DiscoveryConfig:
     num_workers: decoding processes (0 decodes in the main process).
     precision: "fp32", "bf16" or "fp16" for the backbone; similarity signs stay float32.
     memory_budget: bytes a forward pass may use for its attention maps; larger batches are split.
+    max_size: images whose longer side exceeds it are scaled down to it before discovery, and
+        their boxes scaled back to the original pixels (None: never).
     """
 
     k_patches: int = 100
@@ -50,6 +53,7 @@ class DiscoveryConfig:
     num_workers: int = 0
     precision: str = "fp32"
     memory_budget: int = DEFAULT_MEMORY_BUDGET
+    max_size: int | None = None
 
 
 @dataclass(frozen=True)
@@ -73,12 +77,14 @@ class Discovery:
 
 @dataclass
 class ImageBatch:
-    """Images of one padded size: images (B, 3, Hp, Wp) or None when every image failed;
-    indices and sizes (unpadded (H, W)) of the decoded images; failures as (index, reason)."""
+    """Images of one padded size: images (B, 3, Hp, Wp), or None when every image failed;
+    the decoded images' indices, decoded sizes (H, W) and original sizes (H, W); and the
+    failures as (index, reason)."""
 
     images: torch.Tensor | None
     indices: list[int]
     sizes: list[tuple[int, int]]
+    original_sizes: list[tuple[int, int]]
     failures: list[tuple[int, str]]
 
 
@@ -131,29 +137,26 @@ def attention_images_per_pass(padded: tuple[int, int], patch_size: int, num_head
     return max(1, budget // (num_heads * tokens * tokens * 4))
 
 
-def collate_same_size(samples: list[tuple[torch.Tensor | None, int, object]]) -> ImageBatch:
-    """Stack decoded images of one padded size; keep the failures apart.
-
-    samples: ``(image (3, Hp, Wp), index, (H, W))`` or ``(None, index, reason)`` from
-    :class:`datasets.ImageFileDataset`.
-    """
-    decoded = [(image, index, size) for image, index, size in samples if image is not None]
-    failures = [(index, str(reason)) for image, index, reason in samples if image is None]
-    images = torch.stack([image for image, _, _ in decoded]) if decoded else None
+def collate_same_size(samples: list[DecodedImage]) -> ImageBatch:
+    """Stack the decoded images (all of one padded size); keep the failures apart."""
+    decoded = [sample for sample in samples if sample.image is not None]
     return ImageBatch(
-        images=images,
-        indices=[index for _, index, _ in decoded],
-        sizes=[tuple(size) for _, _, size in decoded],
-        failures=failures,
+        images=torch.stack([sample.image for sample in decoded]) if decoded else None,
+        indices=[sample.index for sample in decoded],
+        sizes=[sample.size for sample in decoded],
+        original_sizes=[sample.original_size for sample in decoded],
+        failures=[(sample.index, sample.error) for sample in samples if sample.image is None],
     )
 
 
-def read_padded_sizes(records: Sequence[ImageRecord], multiple: int) -> list[tuple[int, int] | None]:
+def read_padded_sizes(
+    records: Sequence[ImageRecord], multiple: int, max_size: int | None = None
+) -> list[tuple[int, int] | None]:
     """Padded (Hp, Wp) of every image from its header alone; None where it cannot be read."""
     sizes = []
     for record in records:
         try:
-            sizes.append(padded_size(record, multiple))
+            sizes.append(padded_size(record, multiple, max_size))
         except LostError:
             sizes.append(None)
     return sizes
@@ -166,12 +169,12 @@ def make_loader(
     patch_size = extractor.pad_multiple
     num_heads = getattr(extractor.model, "num_heads", 1)
     sampler = SizeBucketBatchSampler(
-        read_padded_sizes(records, patch_size),
+        read_padded_sizes(records, patch_size, config.max_size),
         config.batch_size,
         lambda size: attention_images_per_pass(size, patch_size, num_heads, config.memory_budget),
     )
     return DataLoader(
-        ImageFileDataset(records, patch_size),
+        ImageFileDataset(records, patch_size, config.max_size),
         batch_sampler=sampler,
         num_workers=config.num_workers,
         collate_fn=collate_same_size,
@@ -191,7 +194,10 @@ def autocast_for(device: torch.device, precision: str) -> contextlib.AbstractCon
 def discover_batch(
     extractor: FeatureExtractor, batch: ImageBatch, config: DiscoveryConfig, device: torch.device
 ) -> list[Discovery]:
-    """Boxes for one batch of same-size images, plus a Discovery per failed image."""
+    """Boxes for one batch of same-size images, plus a Discovery per failed image.
+
+    Boxes are found in the decoded images and returned in the original images' pixels.
+    """
     results = [Discovery(index=index, box=None, error=reason) for index, reason in batch.failures]
     if batch.images is None:
         return results
@@ -199,18 +205,22 @@ def discover_batch(
     with autocast_for(device, config.precision):
         if config.dinoseg:
             attention, grid = extractor.cls_attention(images)
-            boxes = [
-                dino_seg(image_attention, grid, extractor.patch_size, size, config.dinoseg_head)
-                for image_attention, size in zip(attention, batch.sizes)
-            ]
-            return results + [
-                Discovery(index=index, box=box, grid=grid) for index, box in zip(batch.indices, boxes)
-            ]
-        features = extractor(images)
-    found = lost_batch(features.feats, features.grid, features.scales, batch.sizes, config.k_patches)
+        else:
+            features = extractor(images)
+    if config.dinoseg:
+        found = [
+            Discovery(index=index, box=dino_seg(image_attention, grid, extractor.patch_size, size, config.dinoseg_head), grid=grid)
+            for index, image_attention, size in zip(batch.indices, attention, batch.sizes)
+        ]
+    else:
+        lost_results = lost_batch(features.feats, features.grid, features.scales, batch.sizes, config.k_patches)
+        found = [
+            Discovery(index=index, box=result.box, lost=result, grid=features.grid, scales=features.scales)
+            for index, result in zip(batch.indices, lost_results)
+        ]
     return results + [
-        Discovery(index=index, box=result.box, lost=result, grid=features.grid, scales=features.scales)
-        for index, result in zip(batch.indices, found)
+        dataclasses.replace(item, box=rescale_box(item.box, size, original))
+        for item, size, original in zip(found, batch.sizes, batch.original_sizes)
     ]
 
 

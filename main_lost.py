@@ -79,6 +79,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run.add_argument("--batch_size", default=None, type=int, help="images per forward pass (default: 1 on CPU, 16 on GPU)")
     run.add_argument("--num_workers", default=2, type=int, help="image decoding processes")
     run.add_argument("--precision", default="fp32", choices=list(PRECISIONS), help="backbone precision")
+    run.add_argument("--max_size", default=1024, type=int, help="scale down images whose longer side exceeds this (0: never); boxes are given in original pixels")
     run.add_argument("--overwrite", action="store_true", help="start over instead of resuming an earlier run")
     run.add_argument("--strict", action="store_true", help="exit non-zero when an image had to be skipped")
     return parser.parse_args(argv)
@@ -136,23 +137,29 @@ def run_settings(args: argparse.Namespace, spec: DatasetSpec) -> dict:
         "dinoseg": args.dinoseg,
         "dinoseg_head": args.dinoseg_head,
         "precision": args.precision,
+        "max_size": args.max_size,
     }
 
 
-def visualize(kind: str, record: ImageRecord, found: Discovery, folder: Path) -> None:
-    """Write the ``kind`` picture of one image's result."""
-    image = load_rgb(record.path)
+def visualize(kind: str, record: ImageRecord, found: Discovery, folder: Path, max_size: int | None) -> None:
+    """Write the ``kind`` picture of one image's result (DINO-seg results: always ``pred``).
+
+    LOST's maps live on the image as decoded (scaled down to ``max_size``), so they are drawn there.
+    """
     result = found.lost
-    if kind == "pred" or result is None:
-        seed = result.seed if result is not None else None
-        picture = prediction_picture(image, found.box, seed, found.grid, found.scales)
+    if result is None:
+        save_png(prediction_picture(load_rgb(record.path), found.box), folder, record.name, "pred")
+        return
+    image = load_rgb(record.path, max_size)
+    if kind == "pred":
+        picture = prediction_picture(image, result.box, result.seed, found.grid, found.scales)
     elif kind == "fms":
         picture = feature_maps_picture(image, result.seed_similarity, result.degrees, result.seed, found.grid, found.scales)
     else:
         image_size = (image.height, image.width)
         seed_box = seed_component_box(result.seed_similarity, result.seed, found.grid, found.scales, image_size)
-        picture = seed_expansion_picture(image, result.seed, seed_box, found.box, found.grid, found.scales)
-    save_png(picture, folder, record.name, "pred" if result is None else kind)
+        picture = seed_expansion_picture(image, result.seed, seed_box, result.box, found.grid, found.scales)
+    save_png(picture, folder, record.name, kind)
 
 
 def evaluated_corloc(records: list[ImageRecord], boxes: dict[str, np.ndarray]) -> CorLocMeter:
@@ -178,6 +185,7 @@ def process_shard(
         batch_size=args.batch_size or (16 if device.type == "cuda" else 1),
         num_workers=args.num_workers,
         precision=args.precision,
+        max_size=args.max_size or None,
     )
     meter = evaluated_corloc(records, journal.boxes) if not args.no_evaluation else None
     boxes: dict[str, np.ndarray] = {}
@@ -193,7 +201,7 @@ def process_shard(
                 if meter is not None and record.gt_boxes is not None:
                     meter.update(is_correct_localization(found.box, record.gt_boxes))
                 if vis_folder is not None:
-                    visualize(args.visualize, record, found, vis_folder)
+                    visualize(args.visualize, record, found, vis_folder, config.max_size)
             if len(boxes) + len(errors) >= config.batch_size:
                 journal.record(boxes, errors)
                 boxes, errors = {}, {}
@@ -206,10 +214,11 @@ def process_shard(
 def write_outputs(
     run_folder: Path, records: list[ImageRecord], boxes: dict[str, np.ndarray], errors: dict[str, str], evaluate_corloc: bool
 ) -> CorLocMeter | None:
-    """preds.pkl / preds.json in record order, skipped.txt, and results.txt with the CorLoc."""
+    """preds.pkl / preds.json in record order, skipped.txt (name, tab, reason), and results.txt
+    with the CorLoc over the evaluated images and the counts of evaluated and skipped ones."""
     ordered = {record.name: boxes[record.name] for record in records if record.name in boxes}
     write_predictions(run_folder, ordered)
-    skipped = [f"{record.name}\t{errors[record.name]}\n" for record in records if record.name in errors and record.name not in boxes]
+    skipped = [f"{name}\t{reason}\n" for name, reason in errors.items() if name not in boxes]
     atomic_write(run_folder / "skipped.txt", "".join(skipped).encode("utf-8"))
     print(f"Predictions saved at {run_folder / 'preds.pkl'} ({len(ordered)} images, {len(skipped)} skipped)")
     if not evaluate_corloc:
@@ -238,6 +247,8 @@ def run(args: argparse.Namespace) -> int:
     if shard.is_main:
         print(f"Running {'DINO-seg' if args.dinoseg else 'LOST'} on {spec.name} ({len(spec.records)} images, exp: {exp}, device: {device})")
 
+    for name, reason in spec.skipped if shard.is_main else ():
+        print(f"skipped {name}: {reason}")
     journal = Journal(run_folder / shard.journal_name(), run_settings(args, spec), overwrite=args.overwrite or single_file)
     records = spec.records[shard.rank :: shard.world]
     process_shard(args, records, journal, extractor, device, vis_folder, show_progress=shard.is_main and not single_file)
@@ -248,6 +259,7 @@ def run(args: argparse.Namespace) -> int:
 
     paths = [run_folder / Shard(rank, shard.world).journal_name() for rank in range(shard.world)]
     boxes, errors = merge_journals(paths)
+    errors = {**dict(spec.skipped), **errors}
     if single_file:
         for record in spec.records:
             print(f"{record.name}: box [x1, y1, x2, y2] = {boxes[record.name].tolist()}" if record.name in boxes else f"{record.name}: {errors[record.name]}")

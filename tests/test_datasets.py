@@ -522,8 +522,9 @@ def test_image_smaller_than_a_patch_is_padded_to_one_patch(tmp_path):
     Image.new("RGB", (5, 3), (255, 255, 255)).save(path)
     record = ImageRecord("tiny.png", path, None)
     assert datasets.padded_size(record, 16) == (16, 16)
-    tensor, index, size = datasets.ImageFileDataset([record], 16)[0]
-    assert tensor.shape == (3, 16, 16) and index == 0 and size == (3, 5)
+    decoded = datasets.ImageFileDataset([record], 16)[0]
+    tensor = decoded.image
+    assert tensor.shape == (3, 16, 16) and decoded.index == 0 and decoded.size == decoded.original_size == (3, 5)
     white = (1 - np.array(datasets.IMAGENET_MEAN)) / np.array(datasets.IMAGENET_STD)
     np.testing.assert_allclose(tensor[:, 0, 0].numpy(), white, rtol=1e-6)
     assert (tensor[:, 3:, :] == 0).all() and (tensor[:, :, 5:] == 0).all()
@@ -579,10 +580,31 @@ def test_image_file_dataset_returns_sentinel_for_unreadable_image_in_a_worker(tm
     dataset = datasets.ImageFileDataset([good, ImageRecord("bad.jpg", bad_path, None)], pad_multiple=16)
     assert len(dataset) == 2
     loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=1, collate_fn=lambda item: item)
-    (tensor, index, size), (missing, bad_index, message) = list(loader)
-    assert tensor.shape == (3, 48, 64) and index == 0 and size == (48, 64)
-    assert missing is None and bad_index == 1
-    assert "bad.jpg: not an image Pillow can read" in message
+    good_image, bad_image = list(loader)
+    assert good_image.image.shape == (3, 48, 64) and good_image.index == 0 and good_image.size == (48, 64)
+    assert bad_image.image is None and bad_image.index == 1
+    assert "bad.jpg: not an image Pillow can read" in bad_image.error
+
+
+def test_max_size_caps_the_longer_side_and_keeps_the_original_size(tmp_path):
+    path = tmp_path / "wide.jpg"
+    Image.new("RGB", (4000, 1000), (200, 10, 10)).save(path)
+    record = ImageRecord("wide.jpg", path, None)
+    # 4000 x 1000 capped to 1000: scale 1/4 -> 1000 x 250, padded to 16 -> (256, 1008)
+    assert datasets.capped_size(4000, 1000, 1000) == (1000, 250)
+    assert datasets.capped_size(400, 300, 1000) == (400, 300)
+    assert datasets.capped_size(400, 300, None) == (400, 300)
+    assert datasets.padded_size(record, 16, max_size=1000) == (256, 1008)
+    decoded = datasets.ImageFileDataset([record], 16, max_size=1000)[0]
+    assert decoded.image.shape == (3, 256, 1008)
+    assert decoded.size == (250, 1000) and decoded.original_size == (1000, 4000)
+
+
+def test_rescale_box_maps_decoded_pixels_back_to_the_original():
+    # decoded 250 x 1000 (H x W) from an original 1000 x 4000: x and y times 4
+    box = np.array([16, 32, 64, 250])
+    assert datasets.rescale_box(box, (250, 1000), (1000, 4000)).tolist() == [64.0, 128.0, 256.0, 1000.0]
+    assert datasets.rescale_box(box, (250, 1000), (250, 1000)) is box
 
 
 def test_single_image_records(tmp_path):

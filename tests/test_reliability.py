@@ -1,0 +1,159 @@
+"""Runs that never lose work: bad files are skipped and reported, killed runs resume, shards merge."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import write_noise_images
+from PIL import Image
+from tiny_datasets import make_coco_tree, make_voc_tree
+
+import main_lost
+from datasets import read_predictions
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# image id -> VOC object list; the files of the bad ones are replaced after the tree is written
+BAD_INPUT_IMAGES = {f"{index:06d}": [(9, 9, 40, 32, 0, 0)] for index in range(1, 16)}
+BAD_INPUT_IMAGES["000015"] = []
+
+
+def write_bad_inputs(devkit: Path) -> None:
+    """Replace VOC images and annotations of the tiny tree with every kind of bad input."""
+    images, annotations = devkit / "JPEGImages", devkit / "Annotations"
+    (images / "000001.jpg").write_bytes(b"")
+    good = (images / "000002.jpg").read_bytes()
+    (images / "000002.jpg").write_bytes(good[: len(good) // 2])
+    (images / "000003.jpg").write_text("this is a text file, not a JPEG")
+    Image.new("L", (64, 48), 90).save(images / "000004.jpg", format="JPEG")
+    Image.new("CMYK", (64, 48), (0, 128, 255, 0)).save(images / "000005.jpg", format="JPEG")
+    Image.new("RGBA", (64, 48), (200, 10, 10, 128)).save(images / "000006.jpg", format="PNG")
+    Image.new("P", (64, 48), 7).save(images / "000007.jpg", format="PNG")
+    Image.fromarray(np.full((48, 64), 40000, dtype=np.uint16)).save(images / "000008.jpg", format="PNG")
+    Image.new("RGB", (5, 4), (255, 255, 255)).save(images / "000009.jpg")
+    Image.new("RGB", (12000, 9000), (30, 60, 90)).save(images / "000010.jpg", quality=50)
+    (images / "000011.jpg").unlink()
+    (annotations / "000012.xml").unlink()
+    (annotations / "000013.xml").write_text("<annotation><object>")
+
+
+def run_cli(*args: str) -> int:
+    return main_lost.main([*args, "--num_workers", "0", "--device", "cpu"])
+
+
+def test_every_bad_input_is_skipped_or_handled_and_reported(tmp_path, vit_tiny_checkpoint, capsys):
+    tiny = make_voc_tree(tmp_path / "datasets", images=BAD_INPUT_IMAGES)
+    devkit = tmp_path / "datasets" / "VOC2007" / "VOCdevkit" / "VOC2007"
+    write_bad_inputs(devkit)
+    code = run_cli(
+        "--dataset", "VOC07", "--set", "trainval", "--datasets_root", str(tmp_path / "datasets"),
+        "--arch", "vit_tiny", "--pretrained_weights", str(vit_tiny_checkpoint), "--output_dir", str(tmp_path / "out"),
+    )
+    out = capsys.readouterr().out + capsys.readouterr().err
+    assert code == 0
+    run = tmp_path / "out" / "VOC07_trainval" / "LOST-vit_tiny16_k"
+    skipped = dict(line.split("\t") for line in (run / "skipped.txt").read_text().splitlines())
+    assert sorted(skipped) == ["000001.jpg", "000002.jpg", "000003.jpg", "000011.jpg", "000012.jpg", "000013.jpg"]
+    assert "empty" in skipped["000001.jpg"] and "truncated" in skipped["000002.jpg"]
+    assert "not an image" in skipped["000003.jpg"] and "not found" in skipped["000011.jpg"]
+    assert all(f"skipped {name}" in out for name in skipped)
+    preds = read_predictions(run / "preds.pkl")
+    handled = ["000004.jpg", "000005.jpg", "000006.jpg", "000007.jpg", "000008.jpg", "000009.jpg", "000010.jpg", "000014.jpg", "000015.jpg"]
+    assert list(preds) == handled
+    x1, y1, x2, y2 = preds["000010.jpg"].tolist()
+    assert 0 <= x1 < x2 <= 12000 and 0 <= y1 < y2 <= 9000, "the huge image's box is in its own pixels"
+    assert preds["000009.jpg"].tolist() == [0, 0, 5, 4], "an image smaller than a patch is one patch"
+    # 9 evaluated (000015 has no object: a miss), 6 skipped
+    lines = (run / "results.txt").read_text().splitlines()
+    assert lines[1:] == ["evaluated,9,,", "skipped,6,,"]
+    assert tiny.names[0] == "000001.jpg"
+
+
+def test_strict_turns_a_skip_into_a_failure(tmp_path, vit_tiny_checkpoint):
+    make_voc_tree(tmp_path / "datasets")
+    (tmp_path / "datasets" / "VOC2007" / "VOCdevkit" / "VOC2007" / "JPEGImages" / "000002.jpg").write_bytes(b"")
+    args = ["--dataset", "VOC07", "--set", "trainval", "--datasets_root", str(tmp_path / "datasets"),
+            "--arch", "vit_tiny", "--pretrained_weights", str(vit_tiny_checkpoint), "--output_dir", str(tmp_path / "out")]
+    assert run_cli(*args) == 0
+    assert run_cli(*args, "--strict") == 1
+
+
+def test_coco_image_missing_on_disk_is_skipped(tmp_path, vit_tiny_checkpoint):
+    tiny = make_coco_tree(tmp_path / "datasets")
+    tiny.image_paths["7"].unlink()
+    run_cli(
+        "--dataset", "COCO20k", "--set", "train", "--datasets_root", str(tmp_path / "datasets"),
+        "--arch", "vit_tiny", "--pretrained_weights", str(vit_tiny_checkpoint), "--output_dir", str(tmp_path / "out"),
+    )
+    run = tmp_path / "out" / "COCO20k_train" / "LOST-vit_tiny16_k"
+    assert list(read_predictions(run / "preds.pkl")) == ["42", "1000", "1001"]
+    assert (run / "skipped.txt").read_text().startswith("7\t")
+
+
+def lost_command(folder: Path, output: Path, checkpoint: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable, str(ROOT / "main_lost.py"), "--image_path", str(folder), "--arch", "vit_tiny",
+        "--pretrained_weights", str(checkpoint), "--output_dir", str(output), "--device", "cpu",
+        "--num_workers", "0", "--batch_size", "1", *extra,
+    ]
+
+
+def journal_lines(path: Path) -> int:
+    return path.read_bytes().count(b"\n") if path.exists() else 0
+
+
+def run_and_kill(command: list[str], journal: Path, after_lines: int) -> None:
+    """Start the run, SIGKILL it once its journal holds `after_lines` lines (header included)."""
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while journal_lines(journal) < after_lines and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+@pytest.fixture(scope="module")
+def kill_images(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("kill") / "photos"
+    write_noise_images(folder, [(320, 240), (240, 320)] * 12)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(kill_images, vit_tiny_checkpoint, tmp_path_factory) -> dict[str, list]:
+    output = tmp_path_factory.mktemp("whole")
+    subprocess.run(lost_command(kill_images, output, vit_tiny_checkpoint), check=True, capture_output=True)
+    return {name: box.tolist() for name, box in read_predictions(output / "photos" / "LOST-vit_tiny16_k" / "preds.pkl").items()}
+
+
+@pytest.mark.parametrize("after_lines", [1, 4, 15])
+def test_killed_run_resumes_to_the_same_predictions(kill_images, vit_tiny_checkpoint, uninterrupted, tmp_path, after_lines):
+    command = lost_command(kill_images, tmp_path, vit_tiny_checkpoint)
+    journal = tmp_path / "photos" / "LOST-vit_tiny16_k" / "journal.jsonl"
+    run_and_kill(command, journal, after_lines)
+    finished_before = journal_lines(journal) - 1
+    assert not (tmp_path / "photos" / "LOST-vit_tiny16_k" / "preds.pkl").exists()
+    subprocess.run(command, check=True, capture_output=True)
+    preds = read_predictions(tmp_path / "photos" / "LOST-vit_tiny16_k" / "preds.pkl")
+    assert {name: box.tolist() for name, box in preds.items()} == uninterrupted
+    names = [line for line in journal.read_text().splitlines()[1:]]
+    assert len(names) == len(uninterrupted), "no finished image was done twice"
+    assert finished_before >= after_lines - 1
+
+
+def test_torchrun_shards_merge_into_the_single_process_predictions(tmp_path, vit_tiny_checkpoint, kill_images, uninterrupted):
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        *lost_command(kill_images, tmp_path, vit_tiny_checkpoint)[1:],
+    ]
+    subprocess.run(command, check=True, capture_output=True, timeout=300)
+    run = tmp_path / "photos" / "LOST-vit_tiny16_k"
+    preds = read_predictions(run / "preds.pkl")
+    assert {name: box.tolist() for name, box in preds.items()} == uninterrupted
+    assert list(preds) == list(uninterrupted)
+    assert journal_lines(run / "journal.rank0-of-2.jsonl") == 13 and journal_lines(run / "journal.rank1-of-2.jsonl") == 13

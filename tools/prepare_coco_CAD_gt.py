@@ -1,0 +1,46 @@
+"""Write the class-agnostic ground truth of COCO20k as a COCO annotation file.
+
+    python tools/prepare_coco_CAD_gt.py --coco_dir datasets/COCO
+
+Writes <output_dir>/coco20k_train_CAD_gt.json (every train2014 annotation of the COCO20k images
+as class "object", crowd flags kept), the test set of RN50_DINO_FRCNN_COCO20k_CAD.yaml.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project's modules
+
+import datasets  # noqa: E402
+import detection_data  # noqa: E402
+from errors import LostError  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="COCO20k ground truth -> class-agnostic COCO annotation file.")
+    parser.add_argument("--coco_dir", type=Path, default=Path("datasets/COCO"), help="COCO folder (images/, annotations/)")
+    parser.add_argument(
+        "--file_coco20k", type=Path, default=datasets.SHIPPED_COCO20K_LIST, help="the COCO20k image list"
+    )
+    parser.add_argument(
+        "--output_dir", type=Path, default=detection_data.default_prepared_dir(), help="prepared files folder"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    dataset = detection_data.KNOWN_DATASETS["coco20k_train_CAD_gt"]
+    try:
+        content = detection_data.coco20k_cad_gt(args.coco_dir, args.file_coco20k)
+        detection_data.write_json(dataset.path(args.output_dir), content)
+    except LostError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"COCO20k: {len(content['images'])} images, {len(content['annotations'])} boxes -> {dataset.path(args.output_dir)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""Turn LOST boxes of VOC07 / VOC12 trainval into a detectron2 data set (one class, "object").
+
+    python tools/prepare_voc_LOST_CAD_pseudo_boxes_in_detectron2_format.py --year 2007 \
+        --pboxes data/LOST_predictions/LOST_VOC07.pkl
+
+Writes <output_dir>/voc_<year>_trainval_LOST_CAD.json, the training set of the CAD configs.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project's modules
+
+import datasets  # noqa: E402
+import detection_data  # noqa: E402
+from errors import LostError  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="LOST boxes of VOC trainval -> detectron2 data set (CAD).")
+    parser.add_argument("--year", default="2007", choices=detection_data.VOC_YEARS, help="VOC year")
+    parser.add_argument("--pboxes", type=Path, required=True, help="LOST predictions (preds.pkl / .json)")
+    parser.add_argument("--voc_dir", type=Path, default=None, help="VOC<year> folder (default datasets/VOC<year>)")
+    parser.add_argument(
+        "--output_dir", type=Path, default=detection_data.default_prepared_dir(), help="prepared files folder"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    voc_dir = args.voc_dir or Path("datasets") / f"VOC{args.year}"
+    dataset = detection_data.KNOWN_DATASETS[f"voc_{args.year}_trainval_LOST_CAD"]
+    try:
+        boxes = datasets.read_predictions(args.pboxes)
+        records = detection_data.voc_pseudo_box_records(voc_dir, args.year, boxes)
+        content = detection_data.dataset_dicts_file(records, dataset, str(args.pboxes))
+        detection_data.write_json(dataset.path(args.output_dir), content)
+    except LostError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{len(records)} images with a pseudo-box written at {dataset.path(args.output_dir)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

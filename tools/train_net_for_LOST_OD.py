@@ -1,0 +1,33 @@
+"""Train (or evaluate) a class-aware Faster R-CNN on clustered LOST pseudo-boxes (OD).
+
+    python tools/train_net_for_LOST_OD.py --num-gpus 8 \\
+        --config-file tools/configs/RN50_DINO_FRCNN_VOC07_OD.yaml DATALOADER.NUM_WORKERS 8 \\
+        OUTPUT_DIR ./outputs/RN50_DINO_FRCNN_VOC07_OD MODEL.WEIGHTS ./data/dino_RN50_pretrain_d2_format.pkl
+
+The detector predicts pseudo-classes (clusters), so the COCO AP printed during training compares
+cluster ids with class ids and means nothing. Score the detections of
+OUTPUT_DIR/inference/coco_instances_results.json with tools/evaluate_unsupervised_detection_voc.py,
+which matches clusters to classes first.
+
+Flags are detectron2's (--config-file, --num-gpus, --resume, --eval-only, ...) plus --prepared-dir,
+the folder of the files written by the tools/prepare_*.py scripts (default $LOST_PREPARED_DIR or
+datasets); KEY VALUE pairs after them override the config.
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project's modules
+
+try:
+    import detector_training
+except ImportError as exc:
+    print(
+        f"error: detectron2 cannot be imported ({exc}); install it with bash tools/install_detectron2.sh "
+        "or pip install 'git+https://github.com/facebookresearch/detectron2.git'",
+        file=sys.stderr,
+    )
+    sys.exit(2)
+
+if __name__ == "__main__":
+    sys.exit(detector_training.main(description=__doc__.splitlines()[0]))
