@@ -32,8 +32,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pred_file", type=Path, required=True, help="LOST predictions (preds.pkl / .json)")
     parser.add_argument("--dataset", default="VOC07", choices=datasets.DATASETS, help="data set of the predictions")
     parser.add_argument("--set", default="trainval", choices=["val", "train", "trainval", "test"], help="image set")
-    parser.add_argument("--no_hard", action="store_true", help="VOC: only images with a non-truncated, non-difficult object")
-    parser.add_argument("--datasets_root", type=Path, default=Path("datasets"), help="folder holding VOC2007/, COCO/, ...")
+    parser.add_argument(
+        "--no_hard", action="store_true", help="VOC: only images with a non-truncated, non-difficult object"
+    )
+    parser.add_argument(
+        "--datasets_root", type=Path, default=Path("datasets"), help="folder holding VOC2007/, COCO/, ..."
+    )
     parser.add_argument("--nb_clusters", type=int, default=20, help="number of k-means clusters")
     parser.add_argument("--random_seed", type=int, default=123, help="k-means seed")
     parser.add_argument(

@@ -52,7 +52,7 @@ KMEANS_RESTARTS = 10
 def clip_box(box: np.ndarray, width: int, height: int) -> tuple[int, int, int, int]:
     """`box` [x1, y1, x2, y2] rounded to pixels and clipped to a width x height image, at least
     one pixel wide and high."""
-    x1, y1, x2, y2 = (int(round(float(v))) for v in np.asarray(box).reshape(4))
+    x1, y1, x2, y2 = (round(float(v)) for v in np.asarray(box).reshape(4))
     x1, y1 = min(max(x1, 0), width - 1), min(max(y1, 0), height - 1)
     x2, y2 = min(max(x2, x1 + 1), width), min(max(y2, y1 + 1), height)
     return x1, y1, x2, y2
@@ -111,7 +111,7 @@ def _image_size(path: Path) -> tuple[int, int] | None:
     try:
         with Image.open(path) as image:
             return image.size
-    except Exception:  # any unreadable file: reported by BoxCropDataset with its reason
+    except (OSError, ValueError, Image.DecompressionBombError):  # BoxCropDataset reports why
         return None
 
 
@@ -139,7 +139,7 @@ def crop_features(
     """
     device = torch.device(device)
     sizes = [_image_size(path) for path in paths]
-    grids = [None if size is None else crop_grid(box, size, patch_size) for box, size in zip(boxes, sizes)]
+    grids = [None if size is None else crop_grid(box, size, patch_size) for box, size in zip(boxes, sizes, strict=True)]
     heads = getattr(model, "num_heads", 1)
     sampler = SizeBucketBatchSampler(
         grids,
@@ -269,7 +269,7 @@ def write_pseudo_labels(path: Path, names: Sequence[str], labels: np.ndarray, bo
     format: numpy arrays and builtins only, readable by :func:`read_pseudo_labels`)."""
     content = {
         str(name): {"pseudo_label": int(label), "predicted_bb": np.asarray(box)}
-        for name, label, box in zip(names, labels, boxes)
+        for name, label, box in zip(names, labels, boxes, strict=True)
     }
     datasets.atomic_write(path, pickle.dumps(content, protocol=4))
 
@@ -280,7 +280,7 @@ def read_pseudo_labels(path: Path) -> dict[str, PseudoLabel]:
     path = Path(path)
     if not path.is_file():
         raise LostError(f"{path}: clustered pseudo-boxes not found; write them with cluster_for_OD.py")
-    raw = datasets._restricted_load(path)
+    raw = datasets.restricted_load(path)
     fix = "write it again with cluster_for_OD.py"
     if not isinstance(raw, dict):
         raise LostError(f"{path}: expected image name -> {{pseudo_label, predicted_bb}}; {fix}")
@@ -290,5 +290,7 @@ def read_pseudo_labels(path: Path) -> dict[str, PseudoLabel]:
             box = np.asarray(entry["predicted_bb"], dtype=np.float64).reshape(4)
             labels[str(name)] = PseudoLabel(int(entry["pseudo_label"]), box)
         except (KeyError, TypeError, ValueError):
-            raise LostError(f"{path}: entry {name!r} lacks pseudo_label / predicted_bb [x1, y1, x2, y2]; {fix}") from None
+            raise LostError(
+                f"{path}: entry {name!r} lacks pseudo_label / predicted_bb [x1, y1, x2, y2]; {fix}"
+            ) from None
     return labels

@@ -624,7 +624,7 @@ def read_predictions(path: Path | str) -> dict[str, np.ndarray]:
     if path.suffix.lower() == ".json":
         raw = _read_json(path, "write it again (a JSON object: image name -> [x1, y1, x2, y2])")
     else:
-        raw = _restricted_load(path)
+        raw = restricted_load(path)
     if not isinstance(raw, Mapping):
         raise LostError(
             f"{path}: expected a mapping image name -> [x1, y1, x2, y2], found {type(raw).__name__}; "
@@ -633,7 +633,7 @@ def read_predictions(path: Path | str) -> dict[str, np.ndarray]:
     return {str(name): _as_box(path, name, value) for name, value in raw.items()}
 
 
-def _restricted_load(path: Path) -> Any:
+def restricted_load(path: Path) -> Any:
     """Unpickle `path` with :class:`_RestrictedUnpickler`; any failure is a LostError."""
     try:
         with open(path, "rb") as f:
@@ -660,10 +660,12 @@ def _as_box(path: Path, name: Any, value: Any) -> np.ndarray:
 
 def atomic_write(path: Path | str, data: bytes) -> None:
     """Write `data` to `path` so that a reader sees the old file or the new one, never part:
-    a temporary file in the same folder, flushed and fsynced, then renamed over `path`."""
+    a temporary file in the same folder, flushed and fsynced, then renamed over `path`.
+    The file gets the permissions a plain `open(path, "w")` would give it (0666 less umask)."""
     path = Path(path)
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_current_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -673,6 +675,12 @@ def atomic_write(path: Path | str, data: bytes) -> None:
         Path(tmp_name).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_dir(folder: Path) -> None:

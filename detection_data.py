@@ -58,6 +58,8 @@ BOX_MODE_XYXY_ABS = 0
 
 PREPARED_DIR_ENV = "LOST_PREPARED_DIR"
 VOC_YEARS = ("2007", "2012")
+VOC_GT_SETS = (("2007", "trainval"), ("2007", "test"), ("2012", "trainval"))
+"""The VOC image sets with public annotations, written in COCO style."""
 OD_PATTERN = re.compile(r"voc_(2007|2012)_trainval_LOST_OD_clu(\d+)")
 
 
@@ -90,12 +92,12 @@ def _known_datasets() -> dict[str, PreparedDataset]:
         name = f"voc_{year}_trainval_LOST_CAD"
         command = f"tools/prepare_voc_LOST_CAD_pseudo_boxes_in_detectron2_format.py --year {year} --pboxes PREDS.pkl"
         known[name] = PreparedDataset(name, "dicts", CAD_CLASSES, command)
-        for image_set in ("trainval", "test"):
-            for cad, classes in (("", VOC_CLASSES), ("_CAD", CAD_CLASSES)):
-                name = f"voc_{year}_{image_set}{cad}_coco_style"
-                flag = " --is_CAD" if cad else ""
-                command = f"tools/prepare_voc_data_in_coco_style.py{flag} --voc07_dir ... --voc12_dir ..."
-                known[name] = PreparedDataset(name, "coco", classes, command)
+    for year, image_set in VOC_GT_SETS:
+        for cad, classes in (("", VOC_CLASSES), ("_CAD", CAD_CLASSES)):
+            name = f"voc_{year}_{image_set}{cad}_coco_style"
+            flag = " --is_CAD" if cad else ""
+            command = f"tools/prepare_voc_data_in_coco_style.py{flag} --voc07_dir ... --voc12_dir ..."
+            known[name] = PreparedDataset(name, "coco", classes, command)
     known["coco20k_train_LOST_CAD"] = PreparedDataset(
         "coco20k_train_LOST_CAD",
         "dicts",
@@ -229,7 +231,7 @@ def voc_pseudo_box_records(
             continue
         category = 0 if labels is None else labels[name]
         records.append(_record(image, image_id, annotation.width, annotation.height, [(boxes[name], category)]))
-    _raise_if_missing(missing, len(boxes), f"--voc_dir {voc_dir} (VOC{year})")
+    _raise_if_missing(missing, len(boxes), "predicted images", f"--voc_dir {voc_dir} (VOC{year})")
     return records
 
 
@@ -249,7 +251,7 @@ def coco_pseudo_box_records(coco_dir: Path, boxes: Mapping[str, np.ndarray]) -> 
             missing.append(f"image {image_id} ({name}) not found in {coco_dir}")
             continue
         records.append(_record(path, image_id, info["width"], info["height"], [(boxes[name], 0)]))
-    _raise_if_missing(missing, len(boxes), f"--coco_dir {coco_dir}")
+    _raise_if_missing(missing, len(boxes), "predicted images", f"--coco_dir {coco_dir}")
     return records
 
 
@@ -273,11 +275,12 @@ def _record(image: Path, image_id: str | int, width: int, height: int, boxes: It
     }
 
 
-def _raise_if_missing(missing: list[str], total: int, where: str) -> None:
+def _raise_if_missing(missing: list[str], total: int, what: str, where: str) -> None:
+    """LostError naming the first few of the `missing` images (out of `total` `what`)."""
     if missing:
         raise LostError(
-            f"{len(missing)} of {total} predicted images are not in {where}: {'; '.join(missing[:3])}; "
-            "pass the data set the predictions were made on"
+            f"{len(missing)} of {total} {what} are not in {where}: {'; '.join(missing[:3])}; "
+            "pass the folder of the data set they come from"
         )
 
 
@@ -293,7 +296,7 @@ def read_dataset_dicts(path: Path, dataset: PreparedDataset) -> list[dict]:
     try:
         return content["dataset"]
     except (KeyError, TypeError):
-        raise LostError(f"{path}: not a dataset-dicts file; write it again with {dataset.command}") from None
+        raise LostError(f"{path}: not a dataset-dicts file; write it again with python {dataset.command}") from None
 
 
 def _read_prepared(path: Path, dataset: PreparedDataset) -> dict:
@@ -310,7 +313,7 @@ def _read_prepared(path: Path, dataset: PreparedDataset) -> dict:
 
 
 class CocoBuilder:
-    """Accumulates images and [x1, y1, x2, y2] boxes into a COCO annotation dict."""
+    """Accumulates images and [x, y, w, h] boxes into a COCO annotation dict."""
 
     def __init__(self, classes: tuple[str, ...], description: str) -> None:
         self.classes = classes
@@ -324,17 +327,20 @@ class CocoBuilder:
     def add_image(self, image_id: str | int, file_name: Path, width: int, height: int) -> None:
         self.content["images"].append({"id": image_id, "file_name": str(file_name), "width": width, "height": height})
 
-    def add_box(self, image_id: str | int, box, category_index: int, iscrowd: int = 0, area: float | None = None) -> None:
-        """box: [x1, y1, x2, y2]; category_index: position in `classes` (COCO id - 1)."""
-        x1, y1, x2, y2 = (float(v) for v in box)
+    def add_box(
+        self, image_id: str | int, xywh, category_index: int, iscrowd: int = 0, area: float | None = None
+    ) -> None:
+        """xywh: COCO's [x, y, w, h]; category_index: position in `classes` (COCO id - 1);
+        area: the box area unless given (COCO's own annotations give the mask area)."""
+        x, y, w, h = (float(v) for v in xywh)
         annotations = self.content["annotations"]
         annotations.append(
             {
                 "id": len(annotations) + 1,
                 "image_id": image_id,
                 "category_id": category_index + 1,
-                "bbox": [x1, y1, x2 - x1, y2 - y1],
-                "area": (x2 - x1) * (y2 - y1) if area is None else float(area),
+                "bbox": [x, y, w, h],
+                "area": w * h if area is None else float(area),
                 "iscrowd": int(iscrowd),
             }
         )
@@ -352,7 +358,8 @@ def voc_coco_style(voc_dir: Path, year: str, image_set: str, class_agnostic: boo
         for obj in annotation.objects:
             if obj.difficult or obj.name not in VOC_CLASSES:
                 continue
-            builder.add_box(image_id, obj.box, 0 if class_agnostic else VOC_CLASSES.index(obj.name))
+            x1, y1, x2, y2 = obj.box
+            builder.add_box(image_id, (x1, y1, x2 - x1, y2 - y1), 0 if class_agnostic else VOC_CLASSES.index(obj.name))
     return builder.content
 
 
@@ -376,9 +383,8 @@ def coco20k_cad_gt(coco_dir: Path, filenames_file: Path) -> dict:
             continue
         builder.add_image(image_id, path, images[image_id]["width"], images[image_id]["height"])
         for ann in by_image[image_id]:
-            x, y, w, h = ann["bbox"]
-            builder.add_box(image_id, (x, y, x + w, y + h), 0, ann.get("iscrowd", 0), ann.get("area"))
-    _raise_if_missing(missing, len(entries), f"--coco_dir {coco_dir}")
+            builder.add_box(image_id, ann["bbox"], 0, ann.get("iscrowd", 0), ann.get("area"))
+    _raise_if_missing(missing, len(entries), f"images of {filenames_file}", f"--coco_dir {coco_dir}")
     return builder.content
 
 
@@ -386,7 +392,9 @@ def read_coco20k_list(filenames_file: Path) -> list[tuple[str, int]]:
     """(path relative to COCO/images, image id) per line of a COCO20k list such as
     data/coco_20k_filenames.txt (``train2014/COCO_train2014_<12-digit id>.jpg``)."""
     if not filenames_file.is_file():
-        raise LostError(f"{filenames_file}: COCO20k image list not found; pass --file_coco20k data/coco_20k_filenames.txt")
+        raise LostError(
+            f"{filenames_file}: COCO20k image list not found; pass --file_coco20k data/coco_20k_filenames.txt"
+        )
     lines = [line.strip() for line in filenames_file.read_text().splitlines() if line.strip()]
     return [(line, coco_image_id(line)) for line in lines]
 
@@ -435,8 +443,9 @@ RESNET_RENAMES = (
 r = s + 1 (res2..5), b a block, k a conv of the bottleneck, p a BatchNorm parameter or buffer."""
 
 _FIELDS = {"s": "[1-4]", "r": "[2-5]", "b": r"\d+", "k": "[1-3]", "p": "weight|bias|running_mean|running_var"}
-RESNET_DROPPED = re.compile(r"fc\..*|.*\.num_batches_tracked")
-"""torchvision keys with no detectron2 counterpart: the classifier and BatchNorm's counters."""
+RESNET_DROPPED = re.compile(r"fc\..*|head\..*|.*\.num_batches_tracked")
+"""Checkpoint keys with no detectron2 counterpart: torchvision's classifier, DINO's projection
+head, BatchNorm's counters."""
 
 
 def _template_regex(template: str) -> re.Pattern:
@@ -483,13 +492,17 @@ def read_resnet_checkpoint(path: Path, checkpoint_key: str = "teacher") -> dict[
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # arbitrary bytes make the unpickler fail in arbitrary ways
-        raise LostError(f"--input {path}: not a readable PyTorch checkpoint ({type(exc).__name__}); pass a .pth file") from exc
+        raise LostError(
+            f"--input {path}: not a readable PyTorch checkpoint ({type(exc).__name__}); pass a .pth file"
+        ) from exc
     for key in (checkpoint_key, "state_dict", "model", "network"):
         if isinstance(checkpoint, dict) and key in checkpoint and isinstance(checkpoint[key], dict):
             checkpoint = checkpoint[key]
             break
     if not isinstance(checkpoint, dict) or not all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
-        raise LostError(f"--input {path}: no state dict found; pass --checkpoint_key naming the entry holding the weights")
+        raise LostError(
+            f"--input {path}: no state dict found; pass --checkpoint_key naming the entry holding the weights"
+        )
     state_dict = {}
     for key, value in checkpoint.items():
         for prefix in ("module.", "backbone."):
@@ -520,9 +533,15 @@ def resnet50_to_detectron2(state_dict: dict[str, torch.Tensor], source: str) -> 
             unexpected.append(key)
     missing = [name for name in expected if name not in converted]
     reshaped = [f"{name} {converted[name].shape}" for name in converted if converted[name].shape != expected[name]]
-    problems = [f"{len(v)} {what} ({', '.join(v[:3])})" for what, v in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", reshaped)) if v]
+    problems = [
+        f"{len(v)} {what} ({', '.join(v[:3])})"
+        for what, v in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", reshaped))
+        if v
+    ]
     if problems:
-        raise LostError(f"{source}: not a torchvision ResNet-50 state dict: {'; '.join(problems)}; pass DINO's ResNet-50 weights")
+        raise LostError(
+            f"{source}: not a torchvision ResNet-50 state dict: {'; '.join(problems)}; pass DINO's ResNet-50 weights"
+        )
     return converted
 
 

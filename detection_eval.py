@@ -180,8 +180,8 @@ def hungarian_matching(rewards: np.ndarray) -> Matching:
     filled = np.nan_to_num(rewards, nan=0.0)
     rows, cols = linear_sum_assignment(filled, maximize=True)
     class_to_cluster: dict[int, int | None] = {c: None for c in range(n_classes)}
-    class_to_cluster.update({int(r): int(c) for r, c in zip(rows, cols)})
-    cluster_to_class = {int(c): int(r) for r, c in zip(rows, cols)}
+    class_to_cluster.update({int(r): int(c) for r, c in zip(rows, cols, strict=True)})
+    cluster_to_class = {int(c): int(r) for r, c in zip(rows, cols, strict=True)}
     surplus = [k for k in range(n_clusters) if k not in cluster_to_class]
     cluster_to_class.update({k: n_classes + i for i, k in enumerate(surplus)})
     matched = [filled[c, k] if k is not None else 0.0 for c, k in class_to_cluster.items()]
@@ -269,7 +269,9 @@ def load_coco_results(json_path: Path, image_ids: Sequence[str]) -> tuple[dict[i
             image, category, score = canonical_image_id(det["image_id"]), int(det["category_id"]), float(det["score"])
             x, y, w, h = (float(v) for v in det["bbox"])
         except (KeyError, TypeError, ValueError) as exc:
-            raise LostError(f"{json_path}: detection {number} lacks image_id/category_id/bbox/score ({exc!r}); {fix}") from exc
+            raise LostError(
+                f"{json_path}: detection {number} lacks image_id/category_id/bbox/score ({exc!r}); {fix}"
+            ) from exc
         if image not in index:
             elsewhere += 1
             continue

@@ -10,6 +10,9 @@ data set of ``detection_data`` from the prepared folder (``--prepared-dir``, def
 Before anything starts, the config file, the prepared files the config names and the initial
 weights are checked in the launching process, so that a missing one gives one line naming it and
 the command that makes it, instead of a traceback from each worker.
+
+``run`` takes the argument namespace, unlike the rest of the project: it is what detectron2's
+``launch`` hands to each process and what its ``default_setup`` reads.
 """
 
 from __future__ import annotations
@@ -17,20 +20,24 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from pathlib import Path
 
-from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.config import CfgNode, get_cfg
-from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data.datasets import load_coco_json
-from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
-from detectron2.evaluation import COCOEvaluator
-from detectron2.layers import get_norm
-from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, Res5ROIHeads
-from detectron2.structures import BoxMode
+# detectron2 v0.5 applies torch.jit.script at import time, which recent torch flags as deprecated.
+warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated", category=FutureWarning)
 
-import detection_data
-from errors import LostError
+from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
+from detectron2.config import CfgNode, get_cfg  # noqa: E402
+from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
+from detectron2.data.datasets import load_coco_json  # noqa: E402
+from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch  # noqa: E402
+from detectron2.evaluation import COCOEvaluator  # noqa: E402
+from detectron2.layers import get_norm  # noqa: E402
+from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, Res5ROIHeads  # noqa: E402
+from detectron2.structures import BoxMode  # noqa: E402
+
+import detection_data  # noqa: E402
+from errors import LostError  # noqa: E402
 
 
 @ROI_HEADS_REGISTRY.register()
@@ -116,18 +123,25 @@ def load_config(config_file: str, opts: list[str]) -> CfgNode:
     try:
         cfg.merge_from_list(opts)
     except (KeyError, ValueError, AssertionError) as exc:
-        raise LostError(f"config overrides {' '.join(opts)}: {exc}; use KEY VALUE pairs of detectron2's config") from exc
+        raise LostError(
+            f"config overrides {' '.join(opts)}: {exc}; use KEY VALUE pairs of detectron2's config"
+        ) from exc
     return cfg
 
 
 def check_inputs(cfg: CfgNode, prepared_dir: Path, resume: bool) -> None:
-    """LostError when a data set of the config is unknown or not prepared, or when the initial
-    weights are a missing local file (and no checkpoint of OUTPUT_DIR is resumed)."""
+    """LostError when a data set of the config is neither a prepared one nor one of detectron2's,
+    or is not prepared yet, or when the initial weights are a missing local file (and no
+    checkpoint of OUTPUT_DIR is resumed)."""
     for name in (*cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST):
         dataset = detection_data.prepared_dataset(name)
+        if dataset is None and name in DatasetCatalog.list():
+            continue  # one of detectron2's built-in data sets
         if dataset is None:
             known = ", ".join(detection_data.KNOWN_DATASETS)
-            raise LostError(f"data set {name!r} of the config is unknown; use one of {known}, voc_<year>_trainval_LOST_OD_clu<K>")
+            raise LostError(
+                f"data set {name!r} of the config is unknown; use one of {known}, voc_<year>_trainval_LOST_OD_clu<K>"
+            )
         path = dataset.path(prepared_dir)
         if not path.is_file():
             raise LostError(f"{path}: prepared file of {name} not found; write it with python {dataset.command}")

@@ -67,8 +67,12 @@ def make_images(folder: Path, count: int, sizes: list[tuple[int, int]], seed: in
         image.save(folder / f"{index:06d}.jpg", quality=90)
 
 
-def published_style_lost(feats: torch.Tensor, grid: tuple[int, int], patch: int, size: tuple[int, int], k: int) -> list[int]:
-    """LOST as the published code computes it, on the whole (N, N) similarity matrix."""
+def published_style_lost(
+    feats: torch.Tensor, grid: tuple[int, int], patch: int, size: tuple[int, int], k: int
+) -> tuple[list[int], int]:
+    """LOST as the published code computes it, on the whole (N, N) similarity matrix: zeroed
+    diagonal and negatives, -degree sorted as float32 by the unstable descending argsort,
+    expansion over whole rows. feats: (N, d); size: (H, W). Returns (box, seed)."""
     similarity = feats @ feats.T
     positive = similarity.clone()
     positive.fill_diagonal_(0)
@@ -80,12 +84,13 @@ def published_style_lost(feats: torch.Tensor, grid: tuple[int, int], patch: int,
     expansion = torch.sum(similarity[similars, :], dim=0)
     labels, _ = scipy.ndimage.label(expansion.reshape(grid).numpy() > 0.0)
     rows, cols = np.nonzero(labels == labels[np.unravel_index(int(seed), grid)])
-    return [
+    box = [
         int(cols.min()) * patch,
         int(rows.min()) * patch,
         min(int(cols.max() + 1) * patch, size[1]),
         min(int(rows.max() + 1) * patch, size[0]),
     ]
+    return box, int(seed)
 
 
 def run_baseline(folder: Path, checkpoint: Path, arch: str, patch: int, device: str) -> dict[str, list]:
@@ -106,7 +111,7 @@ def run_baseline(folder: Path, checkpoint: Path, arch: str, patch: int, device: 
         qkv = captured["qkv"].reshape(1, tokens, 3, heads, -1).permute(2, 0, 3, 1, 4)
         keys = qkv[1].transpose(1, 2).reshape(1, tokens, -1)[0, 1:].float().cpu()
         grid = (padded.shape[1] // patch, padded.shape[2] // patch)
-        boxes[path.name] = published_style_lost(keys, grid, patch, size, 100)
+        boxes[path.name] = published_style_lost(keys, grid, patch, size, 100)[0]
     return boxes
 
 
@@ -173,12 +178,12 @@ def print_table(rows: list[dict], images: int) -> None:
 
 
 def engine_configs(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
-    """Rows after the baseline: the engine in fp32 and bf16 (and fp16 on CUDA)."""
+    """Rows after the baseline: the engine in fp32 at batch 1 and at --batch_size, then bf16
+    (and fp16 on CUDA) at --batch_size."""
     precisions = ["fp32", "bf16"] + (["fp16"] if args.device.startswith("cuda") else [])
-    batches = [1, args.batch_size] if args.batch_size != 1 else [1]
     rows = []
     for precision in precisions:
-        for batch in batches if precision == "fp32" else [args.batch_size]:
+        for batch in sorted({1, args.batch_size}) if precision == "fp32" else [args.batch_size]:
             name = f"engine {precision} batch {batch} workers {args.num_workers}"
             rows.append((name, ["--worker", "engine", "--precision", precision, "--batch_size", str(batch)]))
     return rows
@@ -227,7 +232,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--patch_size", type=int, default=16, choices=[8, 16])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch_size", type=int, default=4, help="batch size of the batched engine rows")
-    parser.add_argument("--num_workers", type=int, default=2)
+    parser.add_argument("--num_workers", type=int, default=1)
     parser.add_argument("--memory_check", action="store_true")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--worker", choices=["baseline", "engine"], help=argparse.SUPPRESS)

@@ -620,3 +620,14 @@ def test_single_image_records(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(LostError, match="folder holds no image"):
         datasets.single_image_records(tmp_path / "empty")
+
+
+def test_atomic_write_gives_ordinary_permissions_and_leaves_no_temporary_file(tmp_path):
+    mask = os.umask(0o022)
+    try:
+        datasets.atomic_write(tmp_path / "out.txt", b"done")
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "out.txt").read_bytes() == b"done"
+    assert (tmp_path / "out.txt").stat().st_mode & 0o777 == 0o644
+    assert [path.name for path in tmp_path.iterdir()] == ["out.txt"]

@@ -63,10 +63,12 @@ def test_vit_engine_boxes_equal_the_one_image_path(vit_extractor, mixed_images, 
     assert engine_boxes(vit_extractor, mixed_images, config) == expected
 
 
-@pytest.mark.parametrize("batch_size", [1, 8])
-def test_resnet_engine_boxes_equal_the_one_image_path(resnet_extractor, mixed_images, batch_size):
+@pytest.mark.parametrize("batch_size", [1, 3, 8])
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_resnet_engine_boxes_equal_the_one_image_path(resnet_extractor, mixed_images, batch_size, num_workers):
     expected = one_image_boxes(resnet_extractor, mixed_images)
-    assert engine_boxes(resnet_extractor, mixed_images, DiscoveryConfig(batch_size=batch_size)) == expected
+    config = DiscoveryConfig(batch_size=batch_size, num_workers=num_workers)
+    assert engine_boxes(resnet_extractor, mixed_images, config) == expected
 
 
 def test_dinoseg_engine_boxes_equal_the_one_image_path(vit_extractor, mixed_images):

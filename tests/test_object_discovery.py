@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from bench_lost import published_style_lost
 
 from object_discovery import (
     dino_seg,
@@ -163,26 +164,6 @@ def test_dinoseg_rejects_a_missing_head():
         dino_seg(torch.rand(6, 16), (4, 4), 16, (64, 64), head=6)
 
 
-def full_matrix_lost(feats, grid, patch, size, k):
-    """The published computation: whole (N, N) matrix, zeroed diagonal and negatives, -degree
-    sorted as float32 with the unstable descending argsort, expansion over the whole matrix."""
-    similarity = feats @ feats.T
-    positive = similarity.clone()
-    positive.fill_diagonal_(0)
-    positive[positive < 0] = 0
-    order = torch.argsort(-torch.sum(positive > 0, dim=1).type(torch.float32), descending=True)
-    seed = order[0]
-    potentials = order[:k]
-    similars = potentials[similarity[seed, potentials] > 0.0]
-    expansion = torch.sum(similarity[similars, :], dim=0)
-    import scipy.ndimage
-
-    labels, _ = scipy.ndimage.label(expansion.reshape(grid).numpy() > 0.0)
-    rows, cols = np.nonzero(labels == labels[np.unravel_index(int(seed), grid)])
-    box = [cols.min() * patch, rows.min() * patch, (cols.max() + 1) * patch, (rows.max() + 1) * patch]
-    return [int(box[0]), int(box[1]), min(int(box[2]), size[1]), min(int(box[3]), size[0])], int(seed)
-
-
 @pytest.mark.parametrize("dim", [2, 3, 16])
 def test_same_seed_and_box_as_the_full_matrix_computation(dim):
     # low dimensions make many equal degrees, so the tie order is exercised; entries in
@@ -192,7 +173,7 @@ def test_same_seed_and_box_as_the_full_matrix_computation(dim):
         magnitudes = torch.randint(1, 3, (24 * 32, dim), generator=generator)
         signs = torch.randint(0, 2, (24 * 32, dim), generator=generator) * 2 - 1
         feats = (magnitudes * signs).float()
-        expected_box, expected_seed = full_matrix_lost(feats, (24, 32), 16, (375, 500), 100)
+        expected_box, expected_seed = published_style_lost(feats, (24, 32), 16, (375, 500), 100)
         result = lost(feats, (24, 32), (16, 16), (375, 500))
         assert result.seed == expected_seed
         assert result.box.tolist() == expected_box

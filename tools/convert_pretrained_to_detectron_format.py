@@ -13,16 +13,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project's modules
 
-import datasets  # noqa: E402
-import detection_data  # noqa: E402
-from errors import LostError  # noqa: E402
+import datasets
+import detection_data
+from errors import LostError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Convert ResNet-50 weights to detectron2's format.")
     parser.add_argument("--input", type=Path, required=True, help="torchvision-named ResNet-50 checkpoint (.pth)")
     parser.add_argument("--output", type=Path, required=True, help="detectron2 weights to write (.pkl)")
-    parser.add_argument("--checkpoint_key", default="teacher", help="entry of a training checkpoint holding the weights")
+    parser.add_argument(
+        "--checkpoint_key", default="teacher", help="entry of a training checkpoint holding the weights"
+    )
     return parser.parse_args(argv)
 
 

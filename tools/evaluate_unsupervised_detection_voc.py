@@ -16,9 +16,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project's modules
 
-import detection_data  # noqa: E402
-import detection_eval  # noqa: E402
-from errors import LostError  # noqa: E402
+import detection_data
+import detection_eval
+from errors import LostError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -37,14 +37,16 @@ def main(argv: list[str] | None = None) -> int:
         image_ids, gts = detection_eval.load_voc_ground_truth(args.voc_dir, args.year, args.set)
         detections, elsewhere = detection_eval.load_coco_results(args.results, image_ids)
         if not detections:
-            raise LostError(f"{args.results}: no detection on the {len(image_ids)} images of VOC{args.year} {args.set}; check --year and --set")
+            where = f"the {len(image_ids)} images of VOC{args.year} {args.set}"
+            raise LostError(f"{args.results}: no detection on {where}; check --year and --set")
     except LostError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if elsewhere:
         print(f"{elsewhere} detections on images outside VOC{args.year} {args.set} ignored", file=sys.stderr)
     result, matching, cluster_ids = detection_eval.evaluate_clusters(gts, detections, detection_data.VOC_CLASSES)
-    print(f"Hungarian matching of {len(cluster_ids)} clusters to {len(gts)} classes: mean AP50 {100 * matching.mean_ap50:.2f}")
+    matched = f"Hungarian matching of {len(cluster_ids)} clusters to {len(gts)} classes"
+    print(f"{matched}: mean AP50 {100 * matching.mean_ap50:.2f}")
     print(detection_eval.summary(result, matching, cluster_ids))
     if args.output:
         args.output.write_text(json.dumps(detection_eval.report(result, matching, cluster_ids), indent=2))

@@ -12,19 +12,22 @@
 #   1. installs the runtime dependencies (pinned as detectron2 v0.5 pins them, minus the code
 #      formatter `black`, which only LazyConfig.save uses);
 #   2. downloads the sdist and replaces its setup.py by a pure-Python one (no extension);
-#   3. fixes the imports removed upstream: numpy's `np.bool`/`np.int`/`np.float`/`np.object`
-#      aliases, Pillow's `Image.LINEAR`, setuptools' `pkg_resources`;
+#   3. lets the modules wrapping the extension import without it, and replaces what newer libraries
+#      removed: numpy's `np.bool`/`np.int`/`np.float`/`np.object` aliases, Pillow's `Image.LINEAR`,
+#      setuptools' `pkg_resources`;
 #   4. installs it as the distribution `detectron2` (version 0.5+cdo).
 #
 # Idempotent: exits at once when a working detectron2 is already importable.
-# Needs torch and torchvision installed first (pip install -r requirements.txt). About a minute.
+# Needs torch and torchvision installed first (pip install -r requirements.txt). About 30 s on a fresh
+# machine, dependencies included.
 #
-# Usage: bash tools/install_detectron2.sh            (PYTHON=/path/to/python to pick the interpreter)
+# Usage: bash tools/install_detectron2.sh     (PYTHON=/path/to/python picks another interpreter)
 set -euo pipefail
 
 PYTHON="${PYTHON:-python}"
+export PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1
 
-if "$PYTHON" -c "from detectron2.engine import DefaultTrainer; from detectron2.layers import nms" 2>/dev/null; then
+if "$PYTHON" -W ignore -c "from detectron2.engine import DefaultTrainer; from detectron2.layers import nms" 2>/dev/null; then
     echo "detectron2 already installed: $("$PYTHON" -c 'import detectron2; print(detectron2.__file__)')"
     exit 0
 fi
@@ -80,4 +83,4 @@ perl -0pi -e 's/^import pkg_resources\n//m;
     "$src/detectron2/model_zoo/model_zoo.py"
 
 "$PYTHON" -m pip install --quiet --no-deps --no-build-isolation "$src"
-"$PYTHON" -c "from detectron2.engine import DefaultTrainer; import detectron2; print('installed detectron2', detectron2.__version__, 'in', detectron2.__file__)"
+"$PYTHON" -W ignore -c "from detectron2.engine import DefaultTrainer; import detectron2; print('installed detectron2', detectron2.__version__, 'in', detectron2.__file__)"

@@ -12,14 +12,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project's modules
 
-import datasets  # noqa: E402
-import detection_data  # noqa: E402
-from errors import LostError  # noqa: E402
+import datasets
+import detection_data
+from errors import LostError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="COCO20k ground truth -> class-agnostic COCO annotation file.")
-    parser.add_argument("--coco_dir", type=Path, default=Path("datasets/COCO"), help="COCO folder (images/, annotations/)")
+    parser.add_argument(
+        "--coco_dir", type=Path, default=Path("datasets/COCO"), help="COCO folder (images/, annotations/)"
+    )
     parser.add_argument(
         "--file_coco20k", type=Path, default=datasets.SHIPPED_COCO20K_LIST, help="the COCO20k image list"
     )
@@ -38,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     except LostError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"COCO20k: {len(content['images'])} images, {len(content['annotations'])} boxes -> {dataset.path(args.output_dir)}")
+    counts = f"{len(content['images'])} images, {len(content['annotations'])} boxes"
+    print(f"COCO20k: {counts} -> {dataset.path(args.output_dir)}")
     return 0
 
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project's modules
 
-import datasets  # noqa: E402
-import detection_data  # noqa: E402
-from errors import LostError  # noqa: E402
+import datasets
+import detection_data
+from errors import LostError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -25,7 +25,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=Path("outputs/COCO20k_train/LOST-vit_small16_k/preds.pkl"),
         help="LOST predictions (preds.pkl / .json)",
     )
-    parser.add_argument("--coco_dir", type=Path, default=Path("datasets/COCO"), help="COCO folder (images/, annotations/)")
+    parser.add_argument(
+        "--coco_dir", type=Path, default=Path("datasets/COCO"), help="COCO folder (images/, annotations/)"
+    )
     parser.add_argument(
         "--output_dir", type=Path, default=detection_data.default_prepared_dir(), help="prepared files folder"
     )

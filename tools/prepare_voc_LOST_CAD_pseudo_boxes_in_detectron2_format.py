@@ -12,9 +12,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project's modules
 
-import datasets  # noqa: E402
-import detection_data  # noqa: E402
-from errors import LostError  # noqa: E402
+import datasets
+import detection_data
+from errors import LostError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

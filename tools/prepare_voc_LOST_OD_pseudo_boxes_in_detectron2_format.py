@@ -13,9 +13,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project's modules
 
-import clustering  # noqa: E402
-import detection_data  # noqa: E402
-from errors import LostError  # noqa: E402
+import clustering
+import detection_data
+from errors import LostError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -45,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     except LostError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"{len(records)} images with a pseudo-box of {len(dataset.classes)} clusters written at {dataset.path(args.output_dir)}")
+    counts = f"{len(records)} images with a pseudo-box of {len(dataset.classes)} clusters"
+    print(f"{counts} written at {dataset.path(args.output_dir)}")
     return 0
 
 

@@ -14,10 +14,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project's modules
 
-import detection_data  # noqa: E402
-from errors import LostError  # noqa: E402
-
-SETS = (("2007", "trainval"), ("2007", "test"), ("2012", "trainval"))
+import detection_data
+from errors import LostError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -37,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     cad = "_CAD" if args.is_CAD else ""
     written = []
     try:
-        for year, image_set in SETS:
+        for year, image_set in detection_data.VOC_GT_SETS:
             dataset = detection_data.KNOWN_DATASETS[f"voc_{year}_{image_set}{cad}_coco_style"]
             set_file = detection_data.voc_set_file(voc_dirs[year], year, image_set)
             if not set_file.is_file():
@@ -46,9 +44,12 @@ def main(argv: list[str] | None = None) -> int:
             content = detection_data.voc_coco_style(voc_dirs[year], year, image_set, args.is_CAD)
             detection_data.write_json(dataset.path(args.output_dir), content)
             written.append(dataset.path(args.output_dir))
-            print(f"VOC{year} {image_set}: {len(content['images'])} images, {len(content['annotations'])} boxes -> {written[-1]}")
+            counts = f"{len(content['images'])} images, {len(content['annotations'])} boxes"
+            print(f"VOC{year} {image_set}: {counts} -> {written[-1]}")
         if not written:
-            raise LostError(f"no VOC image set found under --voc07_dir {args.voc07_dir} or --voc12_dir {args.voc12_dir}")
+            raise LostError(
+                f"no VOC image set found under --voc07_dir {args.voc07_dir} or --voc12_dir {args.voc12_dir}"
+            )
     except LostError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,4 +1,4 @@
-"""Tiny VOC trees with class names, for the detector pipeline tests.
+"""Tiny VOC trees with class names, and the tools/ scripts as modules, for the detector pipeline tests.
 
 `make_voc_detection_tree(datasets_root)` writes ``VOC2007/VOCdevkit/VOC2007/...`` with the images
 below (64 x 48 JPEGs painted by ``tiny_datasets.write_jpeg``, each object a bright rectangle over
@@ -12,9 +12,13 @@ its box). VOC corners are 1-based inclusive; the zero-based exclusive box is giv
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
+from types import ModuleType
 
 from tiny_datasets import write_jpeg
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # image id -> (image set, [(class name, (xmin, ymin, xmax, ymax), difficult), ...])
 VocDetectionImages = dict[str, tuple[str, list[tuple[str, tuple[int, int, int, int], int]]]]
@@ -64,3 +68,11 @@ def make_voc_detection_tree(
     for image_set, ids in sets.items():
         (devkit / "ImageSets" / "Main" / f"{image_set}.txt").write_text("".join(f"{i}\n" for i in ids))
     return voc_dir
+
+
+def load_tool(name: str) -> ModuleType:
+    """The script tools/<name>.py as a module, to call its main(argv) in this process."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
