@@ -9,7 +9,8 @@ LOST needs (the last block's ``qkv`` output, or its CLS attention row).
 ``get_last_selfattention`` keeps DINO's explicit softmax attention throughout.
 
 ResNet-50 and VGG16 are torchvision's, without their pooling and classifier; their parameter
-names stay torchvision's so that torchvision and DINO state dicts load.
+names stay torchvision's so that torchvision and DINO state dicts load. torchvision is imported
+only when one of them is built (its import costs a second that a ViT run need not pay).
 
 A feature map leaves this module as :class:`Features`: ``feats: (B, N, d) float32`` with patch
 index ``row * w + col`` on the grid ``(h, w)``, and the image pixels per feature cell ``(sy, sx)``.
@@ -25,7 +26,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import Tensor, nn
 
 from errors import LostError
@@ -42,8 +42,8 @@ OFFICIAL_WEIGHTS = {
     ("resnet50", 16): DINO_URL + "dino_resnet50_pretrain/dino_resnet50_pretrain.pth",
 }
 IMAGENET_WEIGHTS = {
-    "resnet50_imagenet": torchvision.models.ResNet50_Weights.IMAGENET1K_V1,
-    "vgg16_imagenet": torchvision.models.VGG16_Weights.IMAGENET1K_V1,
+    "resnet50_imagenet": "ResNet50_Weights",
+    "vgg16_imagenet": "VGG16_Weights",
 }
 RESNET_DILATIONS = {1: [False, False, False], 2: [False, False, True], 4: [False, True, True]}
 QKV_INDEX = {"q": 0, "k": 1, "v": 2}
@@ -251,6 +251,8 @@ class ConvFeatures(nn.Sequential):
 def resnet50_features(resnet_dilate: int = 2) -> ConvFeatures:
     """torchvision ResNet-50 without avgpool and fc; the last stages dilated instead of strided
     (output stride 32, 16, 8 for ``resnet_dilate`` 1, 2, 4)."""
+    import torchvision
+
     resnet = torchvision.models.resnet50(
         weights=None, replace_stride_with_dilation=RESNET_DILATIONS[resnet_dilate]
     )
@@ -260,6 +262,8 @@ def resnet50_features(resnet_dilate: int = 2) -> ConvFeatures:
 
 def vgg16_features() -> ConvFeatures:
     """torchvision VGG16 ``features`` without the last max-pool (output stride 16)."""
+    import torchvision
+
     vgg = torchvision.models.vgg16(weights=None)
     return ConvFeatures(OrderedDict(features=vgg.features[:-1]))
 
@@ -316,7 +320,9 @@ def _check_arch(arch: str, resnet_dilate: int) -> None:
 
 def _official_url(arch: str, patch_size: int) -> str:
     if arch in IMAGENET_WEIGHTS:
-        return IMAGENET_WEIGHTS[arch].url
+        import torchvision
+
+        return getattr(torchvision.models, IMAGENET_WEIGHTS[arch]).IMAGENET1K_V1.url
     if (arch, patch_size) not in OFFICIAL_WEIGHTS:
         raise LostError(
             f"--arch {arch} --patch_size {patch_size} has no official DINO weights; "

@@ -1,6 +1,6 @@
 """Benchmark of the discovery engine against a one-image-at-a-time loop like the published code.
 
-    python bench/bench_lost.py                       # ViT-S/16, 48 VOC-like images, CPU rows
+    python bench/bench_lost.py                       # ViT-S/16, 64 VOC-like images, CPU rows
     python bench/bench_lost.py --patch_size 8 --images 16
     python bench/bench_lost.py --device cuda --images 2000
     python bench/bench_lost.py --memory_check        # peak RSS of a 200- and a 2,000-image run
@@ -8,7 +8,8 @@
 
 It writes VOC-like JPEGs (the sizes that dominate VOC07 and a tail of others) and a random-weight
 checkpoint into a temporary folder, then runs every configuration in its own process (so that
-peak RSS is that configuration's own), whole runs from start-up to the last box, and prints:
+peak RSS is that configuration's own), whole runs from start-up to the last box, ``--repeats``
+times round after round, keeps the fastest run of each, and prints:
 
     config | images/s | speed-up vs baseline | peak RSS | identical boxes vs baseline (%) | mean IoU vs baseline
 
@@ -146,6 +147,19 @@ def run_config(common: list[str], name: str, extra: list[str], scratch: Path) ->
     return {"name": name, **json.loads(result.read_text())}
 
 
+def run_interleaved(common: list[str], configs: list[tuple[str, list[str]]], scratch: Path, repeats: int) -> list[dict]:
+    """Every configuration ``repeats`` times, round after round so that a slow spell of the
+    machine hits all of them alike; each keeps its fastest run and its largest peak RSS."""
+    best: dict[str, dict] = {}
+    for _ in range(repeats):
+        for name, extra in configs:
+            result = run_config(common, name, extra, scratch)
+            kept = best.setdefault(name, result)
+            kept["seconds"] = min(kept["seconds"], result["seconds"])
+            kept["peak_rss"] = max(kept["peak_rss"], result["peak_rss"])
+    return [best[name] for name, _ in configs]
+
+
 def compare(boxes: dict[str, list], reference: dict[str, list]) -> tuple[float, float]:
     """(% of images whose box equals the reference's, mean IoU with the reference's box)."""
     names = sorted(reference)
@@ -227,7 +241,8 @@ def profile(args: argparse.Namespace) -> None:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=int, default=48)
+    parser.add_argument("--images", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=2, help="runs of each configuration (the fastest counts)")
     parser.add_argument("--arch", default="vit_small", choices=["vit_tiny", "vit_small", "vit_base"])
     parser.add_argument("--patch_size", type=int, default=16, choices=[8, 16])
     parser.add_argument("--device", default="cpu")
@@ -266,10 +281,8 @@ def main() -> None:
             return
         print(f"{args.arch}/{args.patch_size}, {args.images} VOC-like images, device {args.device}, "
               f"{os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads")
-        rows = [run_config(common, "baseline (published-style loop)", ["--worker", "baseline"], scratch)]
-        for name, extra in engine_configs(args):
-            rows.append(run_config(common, name, extra, scratch))
-        print_table(rows, args.images)
+        configs = [("baseline (published-style loop)", ["--worker", "baseline"]), *engine_configs(args)]
+        print_table(run_interleaved(common, configs, scratch, args.repeats), args.images)
 
 
 if __name__ == "__main__":
