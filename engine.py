@@ -224,17 +224,28 @@ def discover_batch(
     ]
 
 
-def discover(
+def discover_batches(
     extractor: FeatureExtractor,
     records: Sequence[ImageRecord],
     config: DiscoveryConfig,
     device: torch.device | str = "cpu",
-) -> Iterator[Discovery]:
-    """Stream one :class:`Discovery` per record, in batches of same-size images.
+) -> Iterator[list[Discovery]]:
+    """Stream the :class:`Discovery` of each batch of same-size images, one list per batch.
 
     The order follows the batches (grouped by padded size), not the record order; use
     ``Discovery.index`` to find the record. Unreadable images come back with ``error`` set.
     """
     device = torch.device(device)
     for batch in make_loader(records, extractor, config, device):
-        yield from discover_batch(extractor, batch, config, device)
+        yield discover_batch(extractor, batch, config, device)
+
+
+def discover(
+    extractor: FeatureExtractor,
+    records: Sequence[ImageRecord],
+    config: DiscoveryConfig,
+    device: torch.device | str = "cpu",
+) -> Iterator[Discovery]:
+    """Stream one :class:`Discovery` per record (see :func:`discover_batches`)."""
+    for found in discover_batches(extractor, records, config, device):
+        yield from found

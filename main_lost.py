@@ -35,7 +35,7 @@ from datasets import (
     single_image_records,
     write_predictions,
 )
-from engine import PRECISIONS, Discovery, DiscoveryConfig, discover
+from engine import PRECISIONS, Discovery, DiscoveryConfig, discover_batches
 from errors import LostError
 from journal import Journal, merge_journals
 from networks import ARCHS, FeatureExtractor, experiment_name, get_model
@@ -182,7 +182,8 @@ def process_shard(
     vis_folder: Path | None,
     show_progress: bool,
 ) -> None:
-    """Discover the boxes of the records this journal lacks, journaling each batch."""
+    """Discover the boxes of the records this journal lacks, journaling each batch as it ends,
+    so that a kill loses at most the batch in flight."""
     todo = [record for record in records if not journal.is_done(record.name)]
     config = DiscoveryConfig(
         k_patches=args.k_patches,
@@ -194,27 +195,25 @@ def process_shard(
         max_size=args.max_size or None,
     )
     meter = evaluated_corloc(records, journal.boxes) if not args.no_evaluation else None
-    boxes: dict[str, np.ndarray] = {}
-    errors: dict[str, str] = {}
     with tqdm(total=len(records), initial=len(records) - len(todo), unit="img", disable=not show_progress) as bar:
-        for found in discover(extractor, todo, config, device):
-            record = todo[found.index]
-            if found.error is not None:
-                errors[record.name] = found.error
-                tqdm.write(f"skipped {record.name}: {found.error}")
-            else:
+        for batch in discover_batches(extractor, todo, config, device):
+            boxes: dict[str, np.ndarray] = {}
+            errors: dict[str, str] = {}
+            for found in batch:
+                record = todo[found.index]
+                if found.error is not None:
+                    errors[record.name] = found.error
+                    tqdm.write(f"skipped {record.name}: {found.error}")
+                    continue
                 boxes[record.name] = found.box
                 if meter is not None and record.gt_boxes is not None:
                     meter.update(is_correct_localization(found.box, record.gt_boxes))
                 if vis_folder is not None:
                     visualize(args.visualize, record, found, vis_folder, config.max_size)
-            if len(boxes) + len(errors) >= config.batch_size:
-                journal.record(boxes, errors)
-                boxes, errors = {}, {}
-            bar.update(1)
+            journal.record(boxes, errors)
+            bar.update(len(batch))
             if meter is not None and meter.count:
                 bar.set_postfix(corloc=f"{meter.value:.1f}")
-    journal.record(boxes, errors)
 
 
 def write_outputs(

@@ -13,6 +13,7 @@ from engine import (
     SizeBucketBatchSampler,
     attention_images_per_pass,
     discover,
+    discover_batches,
     read_padded_sizes,
 )
 from networks import FeatureExtractor, build_model
@@ -133,3 +134,10 @@ def test_unknown_precision_is_a_clear_error(vit_extractor, mixed_images):
 def test_boxes_are_whole_pixels_for_vits(vit_extractor, mixed_images):
     boxes = engine_boxes(vit_extractor, mixed_images, DiscoveryConfig(batch_size=2))
     assert all(np.asarray(box).dtype.kind == "i" for box in boxes.values())
+
+
+def test_results_stream_one_list_per_same_size_batch(vit_extractor, mixed_images):
+    records = single_image_records(mixed_images)
+    sizes = read_padded_sizes(records, 8)
+    batches = list(discover_batches(vit_extractor, records, DiscoveryConfig(batch_size=3)))
+    assert [[found.index for found in batch] for batch in batches] == list(SizeBucketBatchSampler(sizes, 3))
