@@ -87,6 +87,13 @@ class ImageBatch:
     original_sizes: list[tuple[int, int]]
     failures: list[tuple[int, str]]
 
+    def pin_memory(self) -> ImageBatch:
+        """Called by the DataLoader's pinning thread on CUDA runs: page-locked images, so that
+        the copy to the GPU is asynchronous."""
+        if self.images is not None:
+            self.images = self.images.pin_memory()
+        return self
+
 
 class SizeBucketBatchSampler(Sampler[list[int]]):
     """Batches of indices whose images share one padded size.
