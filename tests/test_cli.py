@@ -82,10 +82,12 @@ def test_dinoseg_run_uses_the_published_folder_name(tmp_path, vit_tiny_checkpoin
     code = run_cli(
         "--dataset", "VOC07", "--set", "trainval", "--datasets_root", str(tmp_path / "datasets"), "--dinoseg",
         "--dinoseg_head", "2", "--arch", "vit_tiny", "--pretrained_weights", str(vit_tiny_checkpoint),
-        "--output_dir", str(tmp_path / "out"),
+        "--output_dir", str(tmp_path / "out"), "--visualize", "fms",
     )
     assert code == 0
     assert len(read_predictions(tmp_path / "out" / "VOC07_trainval" / "vit_tiny-16_dinoseg-head2" / "preds.pkl")) == 4
+    pictures = tmp_path / "out" / "VOC07_trainval" / "visualizations" / "vit_tiny-16_dinoseg-head2"
+    assert sorted(path.name for path in pictures.glob("*.png"))[0] == "000001_pred.png", "DINO-seg draws its box"
 
 
 def test_dinoseg_head_beyond_the_model_is_a_clear_error(tmp_path, vit_tiny_checkpoint, capsys):
