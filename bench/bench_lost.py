@@ -9,7 +9,7 @@
 It writes VOC-like JPEGs (the sizes that dominate VOC07 and a tail of others) and a random-weight
 checkpoint into a temporary folder, then runs every configuration in its own process (so that
 peak RSS is that configuration's own), whole runs from start-up to the last box, ``--repeats``
-times round after round, keeps the fastest run of each, and prints:
+times round after round, keeps the median time of each, and prints:
 
     config | images/s | speed-up vs baseline | peak RSS | identical boxes vs baseline (%) | mean IoU vs baseline
 
@@ -149,15 +149,19 @@ def run_config(common: list[str], name: str, extra: list[str], scratch: Path) ->
 
 def run_interleaved(common: list[str], configs: list[tuple[str, list[str]]], scratch: Path, repeats: int) -> list[dict]:
     """Every configuration ``repeats`` times, round after round so that a slow spell of the
-    machine hits all of them alike; each keeps its fastest run and its largest peak RSS."""
-    best: dict[str, dict] = {}
+    machine hits all of them alike; each keeps its median time and its largest peak RSS."""
+    runs: dict[str, list[dict]] = {name: [] for name, _ in configs}
     for _ in range(repeats):
         for name, extra in configs:
-            result = run_config(common, name, extra, scratch)
-            kept = best.setdefault(name, result)
-            kept["seconds"] = min(kept["seconds"], result["seconds"])
-            kept["peak_rss"] = max(kept["peak_rss"], result["peak_rss"])
-    return [best[name] for name, _ in configs]
+            runs[name].append(run_config(common, name, extra, scratch))
+    return [
+        {
+            **results[0],
+            "seconds": float(np.median([result["seconds"] for result in results])),
+            "peak_rss": max(result["peak_rss"] for result in results),
+        }
+        for results in runs.values()
+    ]
 
 
 def compare(boxes: dict[str, list], reference: dict[str, list]) -> tuple[float, float]:
@@ -242,7 +246,7 @@ def profile(args: argparse.Namespace) -> None:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=2, help="runs of each configuration (the fastest counts)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each configuration (the median counts)")
     parser.add_argument("--arch", default="vit_small", choices=["vit_tiny", "vit_small", "vit_base"])
     parser.add_argument("--patch_size", type=int, default=16, choices=[8, 16])
     parser.add_argument("--device", default="cpu")
