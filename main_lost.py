@@ -173,19 +173,9 @@ def default_workers(device: torch.device) -> int:
     return min(8, os.cpu_count() or 1) if device.type == "cuda" else 1
 
 
-def process_shard(
-    args: argparse.Namespace,
-    records: list[ImageRecord],
-    journal: Journal,
-    extractor: FeatureExtractor,
-    device: torch.device,
-    vis_folder: Path | None,
-    show_progress: bool,
-) -> None:
-    """Discover the boxes of the records this journal lacks, journaling each batch as it ends,
-    so that a kill loses at most the batch in flight."""
-    todo = [record for record in records if not journal.is_done(record.name)]
-    config = DiscoveryConfig(
+def discovery_config(args: argparse.Namespace, device: torch.device) -> DiscoveryConfig:
+    """The engine settings of the command line, with the device's defaults filled in."""
+    return DiscoveryConfig(
         k_patches=args.k_patches,
         dinoseg=args.dinoseg,
         dinoseg_head=args.dinoseg_head,
@@ -194,7 +184,23 @@ def process_shard(
         precision=args.precision,
         max_size=args.max_size or None,
     )
-    meter = evaluated_corloc(records, journal.boxes) if not args.no_evaluation else None
+
+
+def process_shard(
+    records: list[ImageRecord],
+    journal: Journal,
+    extractor: FeatureExtractor,
+    config: DiscoveryConfig,
+    device: torch.device,
+    show_corloc: bool,
+    visualize_kind: str | None,
+    vis_folder: Path | None,
+    show_progress: bool,
+) -> None:
+    """Discover the boxes of the records this journal lacks, journaling each batch as it ends,
+    so that a kill loses at most the batch in flight."""
+    todo = [record for record in records if not journal.is_done(record.name)]
+    meter = evaluated_corloc(records, journal.boxes) if show_corloc else None
     with tqdm(total=len(records), initial=len(records) - len(todo), unit="img", disable=not show_progress) as bar:
         for batch in discover_batches(extractor, todo, config, device):
             boxes: dict[str, np.ndarray] = {}
@@ -208,8 +214,8 @@ def process_shard(
                 boxes[record.name] = found.box
                 if meter is not None and record.gt_boxes is not None:
                     meter.update(is_correct_localization(found.box, record.gt_boxes))
-                if vis_folder is not None:
-                    visualize(args.visualize, record, found, vis_folder, config.max_size)
+                if visualize_kind is not None and vis_folder is not None:
+                    visualize(visualize_kind, record, found, vis_folder, config.max_size)
             journal.record(boxes, errors)
             bar.update(len(batch))
             if meter is not None and meter.count:
@@ -256,7 +262,17 @@ def run(args: argparse.Namespace) -> int:
         print(f"skipped {name}: {reason}")
     journal = Journal(run_folder / shard.journal_name(), run_settings(args, spec), overwrite=args.overwrite or single_file)
     records = spec.records[shard.rank :: shard.world]
-    process_shard(args, records, journal, extractor, device, vis_folder, show_progress=shard.is_main and not single_file)
+    process_shard(
+        records,
+        journal,
+        extractor,
+        discovery_config(args, device),
+        device,
+        show_corloc=not args.no_evaluation,
+        visualize_kind=args.visualize,
+        vis_folder=vis_folder,
+        show_progress=shard.is_main and not single_file,
+    )
     if shard.world > 1:
         dist.barrier()
     if not shard.is_main:

@@ -146,7 +146,7 @@ def test_killed_run_resumes_to_the_same_predictions(kill_images, vit_tiny_checkp
     assert finished_before >= after_lines - 1
 
 
-def test_torchrun_shards_merge_into_the_single_process_predictions(tmp_path, vit_tiny_checkpoint, kill_images, uninterrupted):
+def test_torchrun_shards_merge_and_a_dead_rank_resumes_its_shard(tmp_path, vit_tiny_checkpoint, kill_images, uninterrupted):
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
         *lost_command(kill_images, tmp_path, vit_tiny_checkpoint)[1:],
@@ -157,3 +157,14 @@ def test_torchrun_shards_merge_into_the_single_process_predictions(tmp_path, vit
     assert {name: box.tolist() for name, box in preds.items()} == uninterrupted
     assert list(preds) == list(uninterrupted)
     assert journal_lines(run / "journal.rank0-of-2.jsonl") == 13 and journal_lines(run / "journal.rank1-of-2.jsonl") == 13
+
+    # rank 1 "died" after 7 of its 12 images: the rerun redoes its 5 others and nothing of rank 0
+    rank0, rank1 = run / "journal.rank0-of-2.jsonl", run / "journal.rank1-of-2.jsonl"
+    rank0_before = rank0.read_text()
+    rank1.write_text("".join(rank1.read_text().splitlines(keepends=True)[:8]))
+    (run / "preds.pkl").unlink()
+    subprocess.run(command, check=True, capture_output=True, timeout=300)
+    assert rank0.read_text() == rank0_before
+    assert journal_lines(rank1) == 13
+    resumed = read_predictions(run / "preds.pkl")
+    assert {name: box.tolist() for name, box in resumed.items()} == uninterrupted
