@@ -217,17 +217,17 @@ def discover_batch(
     if config.dinoseg:
         found = [
             Discovery(index=index, box=dino_seg(image_attention, grid, extractor.patch_size, size, config.dinoseg_head), grid=grid)
-            for index, image_attention, size in zip(batch.indices, attention, batch.sizes)
+            for index, image_attention, size in zip(batch.indices, attention, batch.sizes, strict=True)
         ]
     else:
         lost_results = lost_batch(features.feats, features.grid, features.scales, batch.sizes, config.k_patches)
         found = [
             Discovery(index=index, box=result.box, lost=result, grid=features.grid, scales=features.scales)
-            for index, result in zip(batch.indices, lost_results)
+            for index, result in zip(batch.indices, lost_results, strict=True)
         ]
     return results + [
         dataclasses.replace(item, box=rescale_box(item.box, size, original))
-        for item, size, original in zip(found, batch.sizes, batch.original_sizes)
+        for item, size, original in zip(found, batch.sizes, batch.original_sizes, strict=True)
     ]
 
 

@@ -189,7 +189,7 @@ def lost_batch(
         raise ValueError(f"feats hold {feats.shape[1]} patches but the grid {grid} has {grid[0] * grid[1]}")
     degrees = patch_degrees(feats)
     results = []
-    for image_feats, image_degrees, image_size in zip(feats, degrees, image_sizes):
+    for image_feats, image_degrees, image_size in zip(feats, degrees, image_sizes, strict=True):
         order = order_by_degree(image_degrees)
         seed, similars, seed_similarity, expansion_map = expand_seed(image_feats, order, k_patches)
         expansion_map = expansion_map.cpu()

@@ -104,7 +104,7 @@ def run_baseline(folder: Path, checkpoint: Path, arch: str, patch: int, device: 
         size = tuple(tensor.shape[1:])
         padded = pad_to_multiple(tensor, patch).to(device)
         captured = {}
-        hook = model.blocks[-1].attn.qkv.register_forward_hook(lambda module, inputs, output: captured.update(qkv=output))
+        hook = model.blocks[-1].attn.qkv.register_forward_hook(lambda module, inputs, output, store=captured: store.update(qkv=output))
         with torch.no_grad():
             attention = model.get_last_selfattention(padded[None])
         hook.remove()
@@ -218,7 +218,7 @@ def memory_check(common: list[str], scratch: Path, args: argparse.Namespace) -> 
     small, large = rows
     print("| run | images/s | peak RSS |")
     print("|---|---|---|")
-    for count, row in zip((200, 2000), rows):
+    for count, row in zip((200, 2000), rows, strict=True):
         print(f"| {row['name']} | {count / row['seconds']:.1f} | {row['peak_rss'] / 2**20:.0f} MiB |")
     print(f"peak RSS ratio 2000/200: {large['peak_rss'] / small['peak_rss']:.3f}")
 

@@ -125,7 +125,7 @@ def test_batch_equals_single_images():
     feats = torch.randn(3, 12, 6, generator=generator)
     sizes = [(40, 60), (48, 64), (33, 50)]
     batched = lost_batch(feats, (3, 4), (16, 16), sizes, k_patches=5)
-    for image_feats, size, result in zip(feats, sizes, batched):
+    for image_feats, size, result in zip(feats, sizes, batched, strict=True):
         single = lost(image_feats, (3, 4), (16, 16), size, k_patches=5)
         assert single.seed == result.seed
         assert single.box.tolist() == result.box.tolist()
