@@ -43,6 +43,9 @@ class LostResult:
     expansion_map: (N,) float32, ``M = Σ_{c ∈ similars} A[c, :]``, whose positive connected
         component around the seed gives the box.
     similars: (S,) int64, indices of the patches used for the expansion (the seed included).
+
+    ``expansion_map`` is on the CPU (the connected components need it there); the other tensors
+    stay on the features' device, so a GPU run copies them back only when they are drawn.
     """
 
     box: np.ndarray
@@ -198,10 +201,10 @@ def lost_batch(
             LostResult(
                 box=box,
                 seed=seed,
-                degrees=image_degrees.cpu(),
-                seed_similarity=seed_similarity.cpu(),
+                degrees=image_degrees,
+                seed_similarity=seed_similarity,
                 expansion_map=expansion_map,
-                similars=similars.cpu(),
+                similars=similars,
             )
         )
     return results

@@ -106,9 +106,9 @@ def feature_maps_picture(
     yellow where ``A[seed, j] > 0``; the right one maps ``1 / degree`` (brightest = lowest degree).
     """
     image_size = (image.height, image.width)
-    positive = (seed_similarity.reshape(grid) > 0).numpy()
+    positive = (seed_similarity.reshape(grid) > 0).cpu().numpy()
     correlation = np.where(positive[..., None], np.array(SEED_COLOR, np.uint8), np.uint8(30))
-    inverse_degree = 1.0 / (degrees.reshape(grid).double().numpy() + 1.0)
+    inverse_degree = 1.0 / (degrees.reshape(grid).double().cpu().numpy() + 1.0)
     seed_box = seed_cell_box(seed, grid, scales, image_size)
     panels = [
         draw_box(image, seed_box, BOX_COLOR),
