@@ -35,6 +35,17 @@ def box_to_json(box: np.ndarray) -> list[float | int]:
     return [int(v) for v in box] if np.issubdtype(box.dtype, np.integer) else [float(v) for v in box]
 
 
+def apply_entry(entry: dict[str, Any], boxes: dict[str, np.ndarray], errors: dict[str, str]) -> None:
+    """Record one journal line: a box replaces an earlier skip of that image, and a skip an
+    earlier box."""
+    if "error" in entry:
+        errors[entry["name"]] = entry["error"]
+        boxes.pop(entry["name"], None)
+    else:
+        boxes[entry["name"]] = box_from_json(entry["box"])
+        errors.pop(entry["name"], None)
+
+
 def read_entries(path: Path, repair: bool) -> list[dict[str, Any]]:
     """The JSON lines of a journal, without a last line cut short by a kill.
 
@@ -81,15 +92,7 @@ class Journal:
                 "rerun with the same flags to resume it, or add --overwrite to start over"
             )
         for entry in lines[1:]:
-            self._remember(entry)
-
-    def _remember(self, entry: dict[str, Any]) -> None:
-        if "error" in entry:
-            self.errors[entry["name"]] = entry["error"]
-            self.boxes.pop(entry["name"], None)
-        else:
-            self.boxes[entry["name"]] = box_from_json(entry["box"])
-            self.errors.pop(entry["name"], None)
+            apply_entry(entry, self.boxes, self.errors)
 
     def _write_lines(self, entries: list[dict[str, Any]]) -> None:
         text = "".join(json.dumps(entry) + "\n" for entry in entries)
@@ -109,7 +112,7 @@ class Journal:
         if entries:
             self._write_lines(entries)
             for entry in entries:
-                self._remember(entry)
+                apply_entry(entry, self.boxes, self.errors)
 
 
 def merge_journals(paths: list[Path]) -> tuple[dict[str, np.ndarray], dict[str, str]]:
@@ -118,8 +121,5 @@ def merge_journals(paths: list[Path]) -> tuple[dict[str, np.ndarray], dict[str, 
     errors: dict[str, str] = {}
     for path in paths:
         for entry in read_entries(Path(path), repair=False)[1:]:
-            if "error" in entry:
-                errors[entry["name"]] = entry["error"]
-            else:
-                boxes[entry["name"]] = box_from_json(entry["box"])
+            apply_entry(entry, boxes, errors)
     return boxes, errors

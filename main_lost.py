@@ -243,15 +243,13 @@ def write_outputs(
 
 def run(args: argparse.Namespace) -> int:
     """Run LOST (or DINO-seg) as asked; returns the exit status."""
-    if args.dinoseg and not args.arch.startswith("vit"):
-        raise LostError(f"--dinoseg needs a transformer (--arch vit_*), not {args.arch}")
+    exp = experiment_name(args.arch, args.patch_size, args.which_features, args.resnet_dilate, args.dinoseg, args.dinoseg_head)
     shard, device = start_processes(args.device)
     spec, single_file = load_inputs(args)
     model = get_model(args.arch, args.patch_size, args.resnet_dilate, device, args.pretrained_weights, args.checkpoint_key)
     extractor = FeatureExtractor(model, args.arch, args.patch_size, args.which_features)
     if args.dinoseg and not 0 <= args.dinoseg_head < model.num_heads:
         raise LostError(f"--dinoseg_head {args.dinoseg_head}: {args.arch} has heads 0 to {model.num_heads - 1}")
-    exp = experiment_name(args.arch, args.patch_size, args.which_features, args.resnet_dilate, args.dinoseg, args.dinoseg_head)
     root = Path(args.output_dir) if single_file else Path(args.output_dir) / spec.name
     run_folder = root / exp
     vis_folder = root / "visualizations" / exp if args.visualize else None
