@@ -115,6 +115,34 @@ def test_last_cls_attention_is_the_cls_row_of_the_last_selfattention_without_cls
     torch.testing.assert_close(cls_attention, full[:, :, 0, 1:], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("block_elements", [2**20, 2 * 37 * 37, 37 * 5, 1])
+def test_blocked_attention_equals_the_fused_kernel_for_any_block_size(block_elements):
+    # 2 images x 3 heads of 37 tokens: all at once, two heads a block, five query rows a block, one row
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 37, 8) * 2 for _ in range(3))
+    out = networks.blocked_attention(q, k, v, 8**-0.5, block_elements)
+    torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v), rtol=1e-5, atol=1e-5)
+
+
+def test_blocked_attention_in_bfloat16_stays_bfloat16_and_close_to_float32():
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(1, 2, 50, 16) for _ in range(3))
+    out = networks.blocked_attention(*(t.bfloat16() for t in (q, k, v)), 16**-0.5, block_elements=200)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), F.scaled_dot_product_attention(q, k, v), rtol=0, atol=3e-2)
+
+
+@pytest.mark.parametrize("precision, blocked", [(torch.bfloat16, True), (None, False)])
+def test_vit_blocks_use_blocked_attention_only_in_bfloat16_on_the_cpu(monkeypatch, precision, blocked):
+    calls = []
+    original = networks.blocked_attention
+    monkeypatch.setattr(networks, "blocked_attention", lambda *args: calls.append(1) or original(*args))
+    model = tiny_vit()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision is not None):
+        model.last_qkv(images(1, 32, 32))
+    assert len(calls) == (len(model.blocks) - 1 if blocked else 0)
+
+
 def test_forward_returns_the_normalized_cls_token():
     model = tiny_vit()
     with torch.no_grad():
