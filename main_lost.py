@@ -26,9 +26,9 @@ from tqdm import tqdm
 from datasets import (
     CorLocMeter,
     DatasetSpec,
+    ImageRecord,
     atomic_write,
     evaluate_corloc,
-    ImageRecord,
     is_correct_localization,
     load_dataset,
     load_rgb,

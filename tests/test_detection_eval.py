@@ -197,6 +197,6 @@ def test_evaluation_runs_without_detectron2(voc_dir, tmp_path):
         "import evaluate_unsupervised_detection_voc as tool; sys.exit(tool.main(sys.argv[1:]))"
     )
     argv = ["--results", str(results), "--voc_dir", str(voc_dir)]
-    done = subprocess.run([sys.executable, "-c", code, *argv], cwd=ROOT, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-c", code, *argv], cwd=ROOT, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     assert "mean AP50 83.33" in done.stdout

@@ -43,7 +43,7 @@ TINY = [
 
 def run(script, *argv, cwd):
     done = subprocess.run(
-        [sys.executable, str(ROOT / script), *[str(a) for a in argv]], cwd=cwd, capture_output=True, text=True
+        [sys.executable, str(ROOT / script), *[str(a) for a in argv]], cwd=cwd, capture_output=True, text=True, check=False
     )
     assert done.returncode == 0, f"{script} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     return done.stdout
@@ -151,6 +151,7 @@ def test_cli_errors_are_one_line(tmp_path):
         ],
         capture_output=True,
         text=True,
+        check=False,
     )
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
