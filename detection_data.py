@@ -482,35 +482,6 @@ def detectron2_to_torchvision_key(key: str) -> str | None:
     return _rename(key, _D2_TO_TV)
 
 
-def read_resnet_checkpoint(path: Path, checkpoint_key: str = "teacher") -> dict[str, torch.Tensor]:
-    """A ResNet state dict from a PyTorch checkpoint (tensors and containers only are unpickled):
-    a plain state dict or one under `checkpoint_key`, ``state_dict``, ``model`` or ``network``,
-    with ``module.`` / ``backbone.`` prefixes removed."""
-    path = Path(path)
-    if not path.is_file():
-        raise LostError(f"--input {path}: no such file; download DINO's dino_resnet50_pretrain.pth")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # arbitrary bytes make the unpickler fail in arbitrary ways
-        raise LostError(
-            f"--input {path}: not a readable PyTorch checkpoint ({type(exc).__name__}); pass a .pth file"
-        ) from exc
-    for key in (checkpoint_key, "state_dict", "model", "network"):
-        if isinstance(checkpoint, dict) and key in checkpoint and isinstance(checkpoint[key], dict):
-            checkpoint = checkpoint[key]
-            break
-    if not isinstance(checkpoint, dict) or not all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
-        raise LostError(
-            f"--input {path}: no state dict found; pass --checkpoint_key naming the entry holding the weights"
-        )
-    state_dict = {}
-    for key, value in checkpoint.items():
-        for prefix in ("module.", "backbone."):
-            key = key.removeprefix(prefix)
-        state_dict[key] = value
-    return state_dict
-
-
 def resnet50_to_detectron2(state_dict: dict[str, torch.Tensor], source: str) -> dict[str, np.ndarray]:
     """detectron2-named numpy weights of a torchvision-named ResNet-50 state dict.
 

@@ -209,25 +209,35 @@ def discover_batch(
     if batch.images is None:
         return results
     images = batch.images.to(device, non_blocking=True)
-    with autocast_for(device, config.precision):
-        if config.dinoseg:
-            attention, grid = extractor.cls_attention(images)
-        else:
-            features = extractor(images)
-    if config.dinoseg:
-        found = [
-            Discovery(index=index, box=dino_seg(image_attention, grid, extractor.patch_size, size, config.dinoseg_head), grid=grid)
-            for index, image_attention, size in zip(batch.indices, attention, batch.sizes, strict=True)
-        ]
-    else:
-        lost_results = lost_batch(features.feats, features.grid, features.scales, batch.sizes, config.k_patches)
-        found = [
-            Discovery(index=index, box=result.box, lost=result, grid=features.grid, scales=features.scales)
-            for index, result in zip(batch.indices, lost_results, strict=True)
-        ]
+    find = dinoseg_discoveries if config.dinoseg else lost_discoveries
     return results + [
         dataclasses.replace(item, box=rescale_box(item.box, size, original))
-        for item, size, original in zip(found, batch.sizes, batch.original_sizes, strict=True)
+        for item, size, original in zip(find(extractor, images, batch, config), batch.sizes, batch.original_sizes, strict=True)
+    ]
+
+
+def lost_discoveries(
+    extractor: FeatureExtractor, images: torch.Tensor, batch: ImageBatch, config: DiscoveryConfig
+) -> list[Discovery]:
+    """LOST on the decoded images (B, 3, Hp, Wp) of `batch`, boxes in decoded pixels."""
+    with autocast_for(images.device, config.precision):
+        features = extractor(images)
+    results = lost_batch(features.feats, features.grid, features.scales, batch.sizes, config.k_patches)
+    return [
+        Discovery(index=index, box=result.box, lost=result, grid=features.grid, scales=features.scales)
+        for index, result in zip(batch.indices, results, strict=True)
+    ]
+
+
+def dinoseg_discoveries(
+    extractor: FeatureExtractor, images: torch.Tensor, batch: ImageBatch, config: DiscoveryConfig
+) -> list[Discovery]:
+    """DINO-seg on the decoded images (B, 3, Hp, Wp) of `batch`, boxes in decoded pixels."""
+    with autocast_for(images.device, config.precision):
+        attention, grid = extractor.cls_attention(images)
+    return [
+        Discovery(index=index, box=dino_seg(heads, grid, extractor.patch_size, size, config.dinoseg_head), grid=grid)
+        for index, heads, size in zip(batch.indices, attention, batch.sizes, strict=True)
     ]
 
 

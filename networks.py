@@ -382,25 +382,27 @@ def download_state_dict(url: str) -> dict[str, Tensor]:
         ) from exc
 
 
-def load_checkpoint_state_dict(path: str | Path, checkpoint_key: str = "teacher") -> dict[str, Tensor]:
-    """Backbone weights from a checkpoint file, without DINO's or timm's head.
+def load_checkpoint_state_dict(
+    path: str | Path, checkpoint_key: str = "teacher", flag: str = "--pretrained_weights"
+) -> dict[str, Tensor]:
+    """Backbone weights from a checkpoint file, heads included (``load_weights`` drops them).
 
     Reads a plain state dict, a DINO full checkpoint (``teacher``/``student``, picked by
-    `checkpoint_key`), ``model``/``state_dict`` wrappers (timm, torchvision training scripts) and
-    strips ``module.`` and ``backbone.`` prefixes. Only tensors and plain containers are unpickled.
+    `checkpoint_key`), ``model``/``state_dict``/``network`` wrappers (timm, torchvision training
+    scripts) and strips ``module.`` and ``backbone.`` prefixes. Only tensors and plain containers
+    are unpickled. Errors name the file after `flag`, the option that passed it.
     """
     path = Path(path)
     if not path.is_file():
-        raise LostError(f"--pretrained_weights {path}: no such file; pass the path of a .pth checkpoint")
+        raise LostError(f"{flag} {path}: no such file; pass the path of a .pth checkpoint")
     try:
         with _admitting_training_arguments():
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # arbitrary bytes make the unpickler fail in arbitrary ways
         raise LostError(
-            f"--pretrained_weights {path}: not a readable PyTorch checkpoint ({_one_line(exc)}); "
-            "pass a file written by torch.save"
+            f"{flag} {path}: not a readable PyTorch checkpoint ({_one_line(exc)}); pass a file written by torch.save"
         ) from exc
-    state_dict = _unwrap_checkpoint(checkpoint, checkpoint_key, path)
+    state_dict = _unwrap_checkpoint(checkpoint, checkpoint_key, f"{flag} {path}")
     return {_strip_prefixes(key): value for key, value in state_dict.items()}
 
 
@@ -412,16 +414,16 @@ def _admitting_training_arguments() -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
-def _unwrap_checkpoint(checkpoint: object, checkpoint_key: str, path: Path) -> dict[str, Tensor]:
+def _unwrap_checkpoint(checkpoint: object, checkpoint_key: str, source: str) -> dict[str, Tensor]:
     if isinstance(checkpoint, dict) and not _is_state_dict(checkpoint):
-        for key in (checkpoint_key, "model", "state_dict"):
+        for key in (checkpoint_key, "model", "state_dict", "network"):
             if key in checkpoint:
                 checkpoint = checkpoint[key]
                 break
     if not (isinstance(checkpoint, dict) and checkpoint and _is_state_dict(checkpoint)):
         keys = list(checkpoint)[:MAX_LISTED] if isinstance(checkpoint, dict) else type(checkpoint).__name__
         raise LostError(
-            f"--pretrained_weights {path}: no state dict found (top level: {keys}); pass "
+            f"{source}: no state dict found (top level: {keys}); pass "
             "--checkpoint_key KEY naming the entry that holds the weights"
         )
     return checkpoint

@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project's mo
 
 import datasets
 import detection_data
+import networks
 from errors import LostError
 
 
@@ -31,7 +32,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        state_dict = detection_data.read_resnet_checkpoint(args.input, args.checkpoint_key)
+        state_dict = networks.load_checkpoint_state_dict(args.input, args.checkpoint_key, flag="--input")
         weights = detection_data.resnet50_to_detectron2(state_dict, f"--input {args.input}")
         args.output.parent.mkdir(parents=True, exist_ok=True)
         datasets.atomic_write(args.output, detection_data.detectron2_weights_pickle(weights))
