@@ -24,9 +24,6 @@ import datasets
 import networks
 from errors import LostError
 
-VIT_ARCHS = tuple(arch for arch in networks.ARCHS if arch.startswith("vit"))
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Cluster LOST boxes into pseudo-classes.")
     parser.add_argument("--pred_file", type=Path, required=True, help="LOST predictions (preds.pkl / .json)")
@@ -43,7 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--whitening", default="std", choices=clustering.WHITENINGS, help="std: per-dimension (the paper); pca"
     )
-    parser.add_argument("--arch", default="vit_small", choices=VIT_ARCHS, help="ViT giving the CLS embeddings")
+    parser.add_argument("--arch", default="vit_small", choices=networks.VIT_NAMES, help="ViT giving the CLS embeddings")
     parser.add_argument("--patch_size", type=int, default=16, choices=[8, 16], help="ViT patch size")
     parser.add_argument("--pretrained_weights", type=Path, default=None, help="local checkpoint instead of DINO's")
     parser.add_argument("--checkpoint_key", default="teacher", help="entry of a DINO training checkpoint")
@@ -73,18 +70,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         names, paths, boxes = boxes_to_cluster(args.pred_file, args.dataset, args.set, args.datasets_root, args.no_hard)
-        weights = args.pretrained_weights or "official DINO weights"
-        model_id = f"{args.arch}/{args.patch_size} {weights} {args.checkpoint_key}"
+        backbone = networks.BackboneSpec(
+            arch=args.arch,
+            patch_size=args.patch_size,
+            weights=None if args.pretrained_weights is None else str(args.pretrained_weights),
+            checkpoint_key=args.checkpoint_key,
+        )
+        model_id = backbone.model_id()
         cache = clustering.features_cache_file(args.pred_file, args.arch, args.patch_size)
         feats = clustering.load_features(cache, names, boxes, model_id)
         if feats is None:
-            model = networks.get_model(
-                args.arch,
-                args.patch_size,
-                device=args.device,
-                pretrained_weights=args.pretrained_weights,
-                checkpoint_key=args.checkpoint_key,
-            )
+            model = networks.load_backbone(backbone, args.device)
             feats = clustering.crop_features(
                 model, paths, boxes, args.patch_size, args.device, args.batch_size, args.num_workers
             )

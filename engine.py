@@ -3,8 +3,9 @@
 Data flow: image records → worker processes decode, normalize and pad (``ImageFileDataset``) →
 batches of images that share one padded size (``SizeBucketBatchSampler``; padding an image
 further would change its features and so its box) → the backbone up to the features LOST needs
-(``FeatureExtractor``) → LOST or DINO-seg on the device (``object_discovery``) → ``Discovery``
-records streamed to the caller, which owns progress, evaluation and output files.
+(``FeatureExtractor``, which computes only what the method needs) → the method of the method
+table on the device (``methods``) → ``Discovery`` records streamed to the caller, which owns
+progress, evaluation and output files.
 
 Nothing per image is kept here: the caller consumes the stream, so memory stays flat over a run.
 """
@@ -16,6 +17,7 @@ import dataclasses
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,8 +25,8 @@ from torch.utils.data import DataLoader, Sampler
 
 from datasets import DecodedImage, ImageFileDataset, ImageRecord, padded_size, rescale_box
 from errors import LostError
+from methods import Method, method_entry
 from networks import FeatureExtractor
-from object_discovery import LostResult, dino_seg, lost_batch
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -36,8 +38,8 @@ DEFAULT_MEMORY_BUDGET = 2 << 30
 class DiscoveryConfig:
     """How to run discovery over a set of images.
 
-    k_patches: LOST's number of lowest-degree patches considered for the expansion.
-    dinoseg / dinoseg_head: run the DINO-seg baseline with this head instead of LOST.
+    method: name of the method in the method table (``methods.METHODS``).
+    params: the method's parameter dataclass (None: its defaults).
     batch_size: images per forward pass (only images of one padded size are batched).
     num_workers: decoding processes (0 decodes in the main process).
     precision: "fp32", "bf16" or "fp16" for the backbone; similarity signs stay float32.
@@ -46,14 +48,22 @@ class DiscoveryConfig:
         their boxes scaled back to the original pixels (None: never).
     """
 
-    k_patches: int = 100
-    dinoseg: bool = False
-    dinoseg_head: int = 4
+    method: str = "lost"
+    params: Any = None
     batch_size: int = 1
     num_workers: int = 0
     precision: str = "fp32"
     memory_budget: int = DEFAULT_MEMORY_BUDGET
     max_size: int | None = None
+
+    @property
+    def entry(self) -> Method:
+        return method_entry(self.method)
+
+    @property
+    def method_params(self) -> Any:
+        """The parameters the method runs with."""
+        return self.entry.params() if self.params is None else self.params
 
 
 @dataclass(frozen=True)
@@ -63,14 +73,14 @@ class Discovery:
     index: position of the image in the record list given to :func:`discover`.
     box: (4,) ``[x1, y1, x2, y2]`` in original-image pixels, x2/y2 exclusive; None on error.
     error: why the image was skipped (unreadable file, ...), else None.
-    lost: the full LOST result (seed, degrees, maps) for visualizations; None for DINO-seg.
+    result: the method's full result (seed, maps, ...; boxes in decoded pixels) for pictures.
     grid: (h, w) feature grid; scales: (sy, sx) image pixels per feature cell.
     """
 
     index: int
     box: np.ndarray | None
     error: str | None = None
-    lost: LostResult | None = None
+    result: Any = None
     grid: tuple[int, int] | None = None
     scales: tuple[float, float] | None = None
 
@@ -209,35 +219,24 @@ def discover_batch(
     if batch.images is None:
         return results
     images = batch.images.to(device, non_blocking=True)
-    find = dinoseg_discoveries if config.dinoseg else lost_discoveries
     return results + [
         dataclasses.replace(item, box=rescale_box(item.box, size, original))
-        for item, size, original in zip(find(extractor, images, batch, config), batch.sizes, batch.original_sizes, strict=True)
+        for item, size, original in zip(method_discoveries(extractor, images, batch, config), batch.sizes, batch.original_sizes, strict=True)
     ]
 
 
-def lost_discoveries(
+def method_discoveries(
     extractor: FeatureExtractor, images: torch.Tensor, batch: ImageBatch, config: DiscoveryConfig
 ) -> list[Discovery]:
-    """LOST on the decoded images (B, 3, Hp, Wp) of `batch`, boxes in decoded pixels."""
+    """The configured method on the decoded images (B, 3, Hp, Wp) of `batch`, boxes in decoded
+    pixels. The backbone runs under the configured precision; the method itself in float32."""
+    method = config.entry
     with autocast_for(images.device, config.precision):
-        features = extractor(images)
-    results = lost_batch(features.feats, features.grid, features.scales, batch.sizes, config.k_patches)
+        features = extractor.extract(images, method.needs)
+    results = method.discover(features, batch.sizes, config.method_params)
     return [
-        Discovery(index=index, box=result.box, lost=result, grid=features.grid, scales=features.scales)
+        Discovery(index=index, box=result.box, result=result, grid=features.grid, scales=features.scales)
         for index, result in zip(batch.indices, results, strict=True)
-    ]
-
-
-def dinoseg_discoveries(
-    extractor: FeatureExtractor, images: torch.Tensor, batch: ImageBatch, config: DiscoveryConfig
-) -> list[Discovery]:
-    """DINO-seg on the decoded images (B, 3, Hp, Wp) of `batch`, boxes in decoded pixels."""
-    with autocast_for(images.device, config.precision):
-        attention, grid = extractor.cls_attention(images)
-    return [
-        Discovery(index=index, box=dino_seg(heads, grid, extractor.patch_size, size, config.dinoseg_head), grid=grid)
-        for index, heads, size in zip(batch.indices, attention, batch.sizes, strict=True)
     ]
 
 

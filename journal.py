@@ -7,20 +7,27 @@ skipped one. Lines are flushed and fsynced once per batch, so a SIGKILL loses at
 in flight, and a last line cut in the middle is dropped on the next start. Boxes keep their
 type through JSON: whole-number boxes (ViT) come back as int64, CNN boxes as float64.
 
+A run holds a lock on its journal (``<journal>.lock``, an ``flock`` that the system releases
+when the process dies, however it dies): a second command started on the same run folder stops
+at once with the pid and host of the one running, and a run killed with SIGKILL leaves nothing
+that blocks the next start.
+
 Final outputs are written with :func:`datasets.atomic_write`: a reader sees the old file or the
 new one, never half of one.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from errors import LostError
+from errors import LostError, writing
 
 
 def box_from_json(values: list[float | int]) -> np.ndarray:
@@ -59,24 +66,66 @@ def read_entries(path: Path, repair: bool) -> list[dict[str, Any]]:
     return [json.loads(line) for line in complete.decode("utf-8").splitlines() if line.strip()]
 
 
+class RunLock:
+    """An exclusive lock on ``path`` (the file holds the owner's pid and host), held until
+    :meth:`release` or the process's end. Taking a lock that a live process holds raises
+    LostError naming that process; a lock whose process died is simply taken."""
+
+    def __init__(self, path: Path, what: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with writing(self.path):
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.pread(self._fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
+            os.close(self._fd)
+            raise LostError(
+                f"{what} is in use by {owner}: wait for that run to end (or stop it), or give this "
+                "one another --output_dir"
+            ) from None
+        owner = f"pid {os.getpid()} on host {socket.gethostname()}".encode()
+        with writing(self.path):
+            os.ftruncate(self._fd, 0)
+            os.pwrite(self._fd, owner, 0)
+
+    def release(self) -> None:
+        """Let another run take the folder."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __del__(self) -> None:
+        self.release()
+
+
 class Journal:
     """The finished images of one run (or one shard of it), kept on disk as JSON lines.
 
     path: the journal file. run: settings that must match for a resume (dataset, model,
     method parameters); a journal written with other settings raises LostError.
     overwrite: forget any earlier journal and start over.
+    The journal holds the lock ``<path>.lock`` from its creation to :meth:`close`.
     """
 
     def __init__(self, path: Path, run: dict[str, Any], overwrite: bool = False) -> None:
         self.path = Path(path)
         self.boxes: dict[str, np.ndarray] = {}
         self.errors: dict[str, str] = {}
+        self.lock = RunLock(self.path.with_name(self.path.name + ".lock"), self.path.parent)
+        try:
+            self._open(run, overwrite)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self, run: dict[str, Any], overwrite: bool) -> None:
         if overwrite:
             self.path.unlink(missing_ok=True)
         if self.path.exists():
             self._resume(run)
         else:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
             self._write_lines([{"run": run}])
 
     def _resume(self, run: dict[str, Any]) -> None:
@@ -96,10 +145,14 @@ class Journal:
 
     def _write_lines(self, entries: list[dict[str, Any]]) -> None:
         text = "".join(json.dumps(entry) + "\n" for entry in entries)
-        with open(self.path, "a", encoding="utf-8") as file:
+        with writing(self.path), open(self.path, "a", encoding="utf-8") as file:
             file.write(text)
             file.flush()
             os.fsync(file.fileno())
+
+    def close(self) -> None:
+        """Release the run folder's lock."""
+        self.lock.release()
 
     def is_done(self, name: str) -> bool:
         """Whether the image ``name`` already has its box (skipped images are tried again)."""

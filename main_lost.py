@@ -1,7 +1,8 @@
-"""Discover the main object of one image, a folder of images or a whole data set with LOST.
+"""Discover the objects of one image, a folder of images or a whole data set, with any method.
 
     python main_lost.py --image_path examples/chelsea.jpg --visualize pred
     python main_lost.py --dataset VOC07 --set trainval
+    python main_lost.py --dataset VOC07 --set trainval --method dinoseg
     torchrun --nproc_per_node 2 main_lost.py --dataset VOC07 --set trainval
 
 A data-set run writes ``<output_dir>/<DATASET>_<SET>/<exp>/`` with ``preds.pkl`` and
@@ -31,28 +32,22 @@ from datasets import (
     evaluate_corloc,
     is_correct_localization,
     load_dataset,
-    load_rgb,
     single_image_records,
     write_predictions,
 )
 from engine import PRECISIONS, Discovery, DiscoveryConfig, discover_batches
-from errors import LostError
+from errors import LostError, run_cli
 from journal import Journal, merge_journals
-from networks import ARCHS, FeatureExtractor, experiment_name, get_model
-from object_discovery import seed_component_box
-from visualizations import (
-    KINDS,
-    feature_maps_picture,
-    prediction_picture,
-    save_png,
-    seed_expansion_picture,
-)
+from methods import METHODS, PICTURE_KINDS, Method, add_method_flags, method_entry, params_from_args
+from networks import BACKBONES, BackboneSpec, FeatureExtractor, load_backbone
+from run_spec import RunSpec
+from visualizations import save_png
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="LOST: localize the main object of images without labels.")
+    parser = argparse.ArgumentParser(description="LOST: discover the objects of images without labels.")
     model = parser.add_argument_group("model")
-    model.add_argument("--arch", default="vit_small", choices=ARCHS, help="backbone architecture")
+    model.add_argument("--arch", default="vit_small", choices=list(BACKBONES), help="backbone architecture")
     model.add_argument("--patch_size", default=16, type=int, choices=[8, 16], help="ViT patch size (and padding multiple)")
     model.add_argument("--pretrained_weights", default=None, help="local checkpoint instead of the official download")
     model.add_argument("--checkpoint_key", default="teacher", help="teacher or student in a DINO training checkpoint")
@@ -67,14 +62,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     data.add_argument("--no_hard", action="store_true", help="VOC: drop truncated/difficult objects and images left with none")
 
     method = parser.add_argument_group("method")
-    method.add_argument("--k_patches", default=100, type=int, help="lowest-degree patches considered for the expansion")
-    method.add_argument("--dinoseg", action="store_true", help="run the DINO-seg baseline instead of LOST")
-    method.add_argument("--dinoseg_head", default=4, type=int, help="attention head used by DINO-seg")
+    method.add_argument("--method", default=None, choices=list(METHODS), help="discovery method (default: lost)")
+    method.add_argument("--dinoseg", action="store_true", help="alias of --method dinoseg (the published flag)")
+    add_method_flags(parser)
 
     run = parser.add_argument_group("run")
     run.add_argument("--output_dir", default="outputs")
     run.add_argument("--no_evaluation", action="store_true", help="do not compute CorLoc")
-    run.add_argument("--visualize", default=None, choices=KINDS, help="write one PNG per image")
+    run.add_argument("--visualize", default=None, choices=PICTURE_KINDS, help="write one PNG per image (a kind the method does not draw gives pred)")
     run.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
     run.add_argument("--batch_size", default=None, type=int, help="images per forward pass (default: 4 on CPU, 16 on GPU)")
     run.add_argument("--num_workers", default=None, type=int, help="image decoding processes (default: 1 on CPU, up to 8 on GPU)")
@@ -123,43 +118,31 @@ def load_inputs(args: argparse.Namespace) -> tuple[DatasetSpec, bool]:
     return load_dataset(args.dataset, args.set, Path(args.datasets_root), args.no_hard), False
 
 
-def run_settings(args: argparse.Namespace, spec: DatasetSpec) -> dict:
-    """The settings a resumed run must share with the run it continues."""
-    return {
-        "input": spec.name,
-        "arch": args.arch,
-        "patch_size": args.patch_size,
-        "weights": str(args.pretrained_weights),
-        "checkpoint_key": args.checkpoint_key,
-        "resnet_dilate": args.resnet_dilate,
-        "which_features": args.which_features,
-        "k_patches": args.k_patches,
-        "dinoseg": args.dinoseg,
-        "dinoseg_head": args.dinoseg_head,
-        "precision": args.precision,
-        "max_size": args.max_size,
-    }
+def chosen_method(args: argparse.Namespace) -> str:
+    """The method named by ``--method``, or by the published alias ``--dinoseg``."""
+    if args.dinoseg and args.method not in (None, "dinoseg"):
+        raise LostError(f"--dinoseg and --method {args.method} disagree: give one of them")
+    return "dinoseg" if args.dinoseg else args.method or "lost"
 
 
-def visualize(kind: str, record: ImageRecord, found: Discovery, folder: Path, max_size: int | None) -> None:
-    """Write the ``kind`` picture of one image's result (DINO-seg results: always ``pred``).
+def run_spec(args: argparse.Namespace, input_name: str) -> RunSpec:
+    """The settings of the command line that change results."""
+    method = method_entry(chosen_method(args))
+    backbone = BackboneSpec(
+        arch=args.arch,
+        patch_size=args.patch_size,
+        resnet_dilate=args.resnet_dilate,
+        weights=None if args.pretrained_weights is None else str(args.pretrained_weights),
+        checkpoint_key=args.checkpoint_key,
+        which_features=args.which_features,
+    )
+    return RunSpec(input_name, backbone, method.name, params_from_args(method, args), args.precision, args.max_size or None)
 
-    LOST's maps live on the image as decoded (scaled down to ``max_size``), so they are drawn there.
-    """
-    result = found.lost
-    if result is None:
-        save_png(prediction_picture(load_rgb(record.path), found.box), folder, record.name, "pred")
-        return
-    image = load_rgb(record.path, max_size)
-    if kind == "pred":
-        picture = prediction_picture(image, result.box, result.seed, found.grid, found.scales)
-    elif kind == "fms":
-        picture = feature_maps_picture(image, result.seed_similarity, result.degrees, result.seed, found.grid, found.scales)
-    else:
-        image_size = (image.height, image.width)
-        seed_box = seed_component_box(result.seed_similarity, result.seed, found.grid, found.scales, image_size)
-        picture = seed_expansion_picture(image, result.seed, seed_box, result.box, found.grid, found.scales)
-    save_png(picture, folder, record.name, kind)
+
+def visualize(kind: str, method: Method, record: ImageRecord, found: Discovery, folder: Path, max_size: int | None) -> None:
+    """Write the ``kind`` picture of one image's result (``pred`` when the method has no such kind)."""
+    picture_kind = kind if kind in method.pictures else "pred"
+    save_png(method.picture(kind)(record.path, found, max_size), folder, record.name, picture_kind)
 
 
 def evaluated_corloc(records: list[ImageRecord], boxes: dict[str, np.ndarray]) -> CorLocMeter:
@@ -173,16 +156,15 @@ def default_workers(device: torch.device) -> int:
     return min(8, os.cpu_count() or 1) if device.type == "cuda" else 1
 
 
-def discovery_config(args: argparse.Namespace, device: torch.device) -> DiscoveryConfig:
-    """The engine settings of the command line, with the device's defaults filled in."""
+def discovery_config(args: argparse.Namespace, spec: RunSpec, device: torch.device) -> DiscoveryConfig:
+    """The engine settings of the run, with the device's defaults filled in."""
     return DiscoveryConfig(
-        k_patches=args.k_patches,
-        dinoseg=args.dinoseg,
-        dinoseg_head=args.dinoseg_head,
+        method=spec.method,
+        params=spec.params,
         batch_size=args.batch_size or (16 if device.type == "cuda" else 4),
         num_workers=args.num_workers if args.num_workers is not None else default_workers(device),
-        precision=args.precision,
-        max_size=args.max_size or None,
+        precision=spec.precision,
+        max_size=spec.max_size,
     )
 
 
@@ -215,7 +197,7 @@ def process_shard(
                 if meter is not None and record.gt_boxes is not None:
                     meter.update(is_correct_localization(found.box, record.gt_boxes))
                 if visualize_kind is not None and vis_folder is not None:
-                    visualize(visualize_kind, record, found, vis_folder, config.max_size)
+                    visualize(visualize_kind, config.entry, record, found, vis_folder, config.max_size)
             journal.record(boxes, errors)
             bar.update(len(batch))
             if meter is not None and meter.count:
@@ -223,7 +205,7 @@ def process_shard(
 
 
 def write_outputs(
-    run_folder: Path, records: list[ImageRecord], boxes: dict[str, np.ndarray], errors: dict[str, str], evaluate_corloc: bool
+    run_folder: Path, records: list[ImageRecord], boxes: dict[str, np.ndarray], errors: dict[str, str], with_corloc: bool
 ) -> CorLocMeter | None:
     """preds.pkl / preds.json in record order, skipped.txt (name, tab, reason), and results.txt
     with the CorLoc over the evaluated images and the counts of evaluated and skipped ones."""
@@ -232,7 +214,7 @@ def write_outputs(
     skipped = [f"{name}\t{reason}\n" for name, reason in errors.items() if name not in boxes]
     atomic_write(run_folder / "skipped.txt", "".join(skipped).encode("utf-8"))
     print(f"Predictions saved at {run_folder / 'preds.pkl'} ({len(ordered)} images, {len(skipped)} skipped)")
-    if not evaluate_corloc:
+    if not with_corloc:
         return None
     meter = evaluated_corloc(records, ordered)
     report = f"corloc,{meter.value:.1f},,\nevaluated,{meter.count},,\nskipped,{len(skipped)},,\n"
@@ -242,35 +224,36 @@ def write_outputs(
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run LOST (or DINO-seg) as asked; returns the exit status."""
-    exp = experiment_name(args.arch, args.patch_size, args.which_features, args.resnet_dilate, args.dinoseg, args.dinoseg_head)
+    """Run the chosen method as asked; returns the exit status."""
+    exp = run_spec(args, "").experiment_name()
     shard, device = start_processes(args.device)
     spec, single_file = load_inputs(args)
-    model = get_model(args.arch, args.patch_size, args.resnet_dilate, device, args.pretrained_weights, args.checkpoint_key)
+    settings = run_spec(args, spec.name)
+    model = load_backbone(settings.backbone, device)
     extractor = FeatureExtractor(model, args.arch, args.patch_size, args.which_features)
-    if args.dinoseg and not 0 <= args.dinoseg_head < model.num_heads:
-        raise LostError(f"--dinoseg_head {args.dinoseg_head}: {args.arch} has heads 0 to {model.num_heads - 1}")
+    check_dinoseg_head(settings, extractor)
     root = Path(args.output_dir) if single_file else Path(args.output_dir) / spec.name
     run_folder = root / exp
     vis_folder = root / "visualizations" / exp if args.visualize else None
     if shard.is_main:
-        print(f"Running {'DINO-seg' if args.dinoseg else 'LOST'} on {spec.name} ({len(spec.records)} images, exp: {exp}, device: {device})")
+        print(f"Running {settings.entry.title} on {spec.name} ({len(spec.records)} images, exp: {exp}, device: {device})")
 
     for name, reason in spec.skipped if shard.is_main else ():
         print(f"skipped {name}: {reason}")
-    journal = Journal(run_folder / shard.journal_name(), run_settings(args, spec), overwrite=args.overwrite or single_file)
+    journal = Journal(run_folder / shard.journal_name(), settings.settings(), overwrite=args.overwrite or single_file)
     records = spec.records[shard.rank :: shard.world]
     process_shard(
         records,
         journal,
         extractor,
-        discovery_config(args, device),
+        discovery_config(args, settings, device),
         device,
         show_corloc=not args.no_evaluation,
         visualize_kind=args.visualize,
         vis_folder=vis_folder,
         show_progress=shard.is_main and not single_file,
     )
+    journal.close()
     if shard.world > 1:
         dist.barrier()
     if not shard.is_main:
@@ -292,13 +275,16 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_dinoseg_head(spec: RunSpec, extractor: FeatureExtractor) -> None:
+    """LostError when DINO-seg is asked for a head the model does not have."""
+    if spec.method == "dinoseg" and not 0 <= spec.params.head < extractor.num_heads:
+        raise LostError(f"--dinoseg_head {spec.params.head}: {spec.backbone.arch} has heads 0 to {extractor.num_heads - 1}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        return run(args)
-    except LostError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return run_cli(lambda: run(args))
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

@@ -22,6 +22,7 @@ import contextlib
 import math
 import urllib.parse
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,21 +32,7 @@ from torch import Tensor, nn
 
 from errors import LostError
 
-ARCHS = ("vit_tiny", "vit_small", "vit_base", "resnet50", "resnet50_imagenet", "vgg16_imagenet")
-
 DINO_URL = "https://dl.fbaipublicfiles.com/dino/"
-OFFICIAL_WEIGHTS = {
-    ("vit_small", 16): DINO_URL + "dino_deitsmall16_pretrain/dino_deitsmall16_pretrain.pth",
-    ("vit_small", 8): DINO_URL + "dino_deitsmall8_300ep_pretrain/dino_deitsmall8_300ep_pretrain.pth",
-    ("vit_base", 16): DINO_URL + "dino_vitbase16_pretrain/dino_vitbase16_pretrain.pth",
-    ("vit_base", 8): DINO_URL + "dino_vitbase8_pretrain/dino_vitbase8_pretrain.pth",
-    ("resnet50", 8): DINO_URL + "dino_resnet50_pretrain/dino_resnet50_pretrain.pth",
-    ("resnet50", 16): DINO_URL + "dino_resnet50_pretrain/dino_resnet50_pretrain.pth",
-}
-IMAGENET_WEIGHTS = {
-    "resnet50_imagenet": "ResNet50_Weights",
-    "vgg16_imagenet": "VGG16_Weights",
-}
 RESNET_DILATIONS = {1: [False, False, False], 2: [False, False, True], 4: [False, True, True]}
 QKV_INDEX = {"q": 0, "k": 1, "v": 2}
 
@@ -249,21 +236,6 @@ def _init_vit_weights(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
-def vit_tiny(patch_size: int = 16) -> VisionTransformer:
-    return VisionTransformer(patch_size, embed_dim=192, depth=12, num_heads=3)
-
-
-def vit_small(patch_size: int = 16) -> VisionTransformer:
-    return VisionTransformer(patch_size, embed_dim=384, depth=12, num_heads=6)
-
-
-def vit_base(patch_size: int = 16) -> VisionTransformer:
-    return VisionTransformer(patch_size, embed_dim=768, depth=12, num_heads=12)
-
-
-VITS = {"vit_tiny": vit_tiny, "vit_small": vit_small, "vit_base": vit_base}
-
-
 # ----------------------------------------------------------------------------------------------
 # ConvNets (torchvision)
 # ----------------------------------------------------------------------------------------------
@@ -302,16 +274,125 @@ def vgg16_features() -> ConvFeatures:
 # ----------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Backbone:
+    """One entry of the backbone table: everything the code needs to know of an architecture.
+
+    name: the ``--arch`` value. kind: ``"vit"`` (tokens: prefix tokens then patches, features
+    read from the last block's ``qkv``) or ``"conv"`` (the last feature map).
+    build: ``build(patch_size, resnet_dilate) -> nn.Module``, randomly initialized.
+    patch_sizes: the patch sizes it is built with (ViT); a ConvNet ignores ``--patch_size``.
+    official_weights: ``official_weights(patch_size) -> URL`` or None when there is none.
+    prefix_tokens: tokens before the patches (CLS, registers) dropped from the patch features.
+    dilated: whether ``--resnet_dilate`` applies (and so names the experiment).
+    """
+
+    name: str
+    kind: str
+    build: Callable[[int, int], nn.Module]
+    patch_sizes: tuple[int, ...]
+    official_weights: Callable[[int], str | None]
+    prefix_tokens: int = 1
+    dilated: bool = False
+
+    @property
+    def is_vit(self) -> bool:
+        return self.kind == "vit"
+
+    def label(self, patch_size: int, resnet_dilate: int) -> str:
+        """The backbone part of an experiment name: ``vit_small16``, ``resnet50dilate2``, ``vgg16_imagenet``."""
+        if self.is_vit:
+            return f"{self.name}{patch_size}"
+        if self.dilated:
+            return f"{self.name}dilate{resnet_dilate}"
+        return self.name
+
+
+def dino_vit_weights(name: str) -> Callable[[int], str | None]:
+    """URL of DINO's official checkpoint of the ViT ``name`` by patch size (None if unpublished)."""
+    files = {
+        ("vit_small", 16): "dino_deitsmall16_pretrain/dino_deitsmall16_pretrain.pth",
+        ("vit_small", 8): "dino_deitsmall8_300ep_pretrain/dino_deitsmall8_300ep_pretrain.pth",
+        ("vit_base", 16): "dino_vitbase16_pretrain/dino_vitbase16_pretrain.pth",
+        ("vit_base", 8): "dino_vitbase8_pretrain/dino_vitbase8_pretrain.pth",
+    }
+    return lambda patch_size: DINO_URL + files[(name, patch_size)] if (name, patch_size) in files else None
+
+
+def torchvision_weights(weights_enum: str) -> Callable[[int], str]:
+    """URL of torchvision's ImageNet weights ``weights_enum`` (e.g. ``ResNet50_Weights``)."""
+
+    def url(_patch_size: int) -> str:
+        import torchvision
+
+        return getattr(torchvision.models, weights_enum).IMAGENET1K_V1.url
+
+    return url
+
+
+def dino_vit(embed_dim: int, num_heads: int) -> Callable[[int, int], VisionTransformer]:
+    """Builder of DINO's 12-block ViT of width ``embed_dim``."""
+    return lambda patch_size, _dilate: VisionTransformer(patch_size, embed_dim=embed_dim, depth=12, num_heads=num_heads)
+
+
+BACKBONES: dict[str, Backbone] = {
+    backbone.name: backbone
+    for backbone in (
+        Backbone("vit_tiny", "vit", dino_vit(192, 3), (8, 16), dino_vit_weights("vit_tiny")),
+        Backbone("vit_small", "vit", dino_vit(384, 6), (8, 16), dino_vit_weights("vit_small")),
+        Backbone("vit_base", "vit", dino_vit(768, 12), (8, 16), dino_vit_weights("vit_base")),
+        Backbone(
+            "resnet50", "conv", lambda _p, dilate: resnet50_features(dilate), (), lambda _p: DINO_URL
+            + "dino_resnet50_pretrain/dino_resnet50_pretrain.pth", 0, dilated=True,
+        ),
+        Backbone(
+            "resnet50_imagenet", "conv", lambda _p, dilate: resnet50_features(dilate), (),
+            torchvision_weights("ResNet50_Weights"), 0, dilated=True,
+        ),
+        Backbone("vgg16_imagenet", "conv", lambda _p, _d: vgg16_features(), (), torchvision_weights("VGG16_Weights"), 0),
+    )
+}
+"""The backbone table: ``--arch`` name -> :class:`Backbone`."""
+
+VIT_NAMES = tuple(name for name, backbone in BACKBONES.items() if backbone.is_vit)
+
+
+def backbone_entry(arch: str) -> Backbone:
+    """The table entry of ``arch``, or LostError listing the known names."""
+    if arch not in BACKBONES:
+        raise LostError(f"--arch {arch}: unknown architecture; choose one of {', '.join(BACKBONES)}")
+    return BACKBONES[arch]
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """Every setting of the backbone that changes features: the architecture and its options,
+    the weights (None: the official download) and which last-block features are read."""
+
+    arch: str = "vit_small"
+    patch_size: int = 16
+    resnet_dilate: int = 2
+    weights: str | None = None
+    checkpoint_key: str = "teacher"
+    which_features: str = "k"
+
+    @property
+    def entry(self) -> Backbone:
+        return backbone_entry(self.arch)
+
+    def label(self) -> str:
+        """``vit_small16``, ``resnet50dilate2``, ...: the backbone part of experiment names."""
+        return self.entry.label(self.patch_size, self.resnet_dilate)
+
+    def model_id(self) -> str:
+        """One string naming the model and its weights (caches of features are keyed by it)."""
+        return f"{self.label()} {self.weights or 'official weights'} {self.checkpoint_key}"
+
+
 def build_model(arch: str, patch_size: int = 16, resnet_dilate: int = 2) -> nn.Module:
     """A randomly initialized backbone in eval mode with gradients off."""
-    _check_arch(arch, resnet_dilate)
-    if arch in VITS:
-        model = VITS[arch](patch_size)
-    elif arch.startswith("resnet50"):
-        model = resnet50_features(resnet_dilate)
-    else:
-        model = vgg16_features()
-    return model.eval().requires_grad_(False)
+    entry = _checked_entry(arch, patch_size, resnet_dilate)
+    return entry.build(patch_size, resnet_dilate).eval().requires_grad_(False)
 
 
 def get_model(
@@ -327,37 +408,42 @@ def get_model(
     Weights come from `pretrained_weights` when given, else from the official download (DINO's
     checkpoints, torchvision's ImageNet ones for ``*_imagenet``) cached in the torch hub folder.
     """
-    _check_arch(arch, resnet_dilate)
+    entry = _checked_entry(arch, patch_size, resnet_dilate)
     target = _check_device(device)
     if pretrained_weights is not None:
         state_dict = load_checkpoint_state_dict(pretrained_weights, checkpoint_key)
         source = f"--pretrained_weights {pretrained_weights}"
     else:
-        source = _official_url(arch, patch_size)
+        source = _official_url(entry, patch_size)
         state_dict = download_state_dict(source)
     model = build_model(arch, patch_size, resnet_dilate)
-    load_weights(model, state_dict, source, f"{arch}/{patch_size}" if arch in VITS else arch)
+    load_weights(model, state_dict, source, f"{arch}/{patch_size}" if entry.is_vit else arch)
     return model.to(target)
 
 
-def _check_arch(arch: str, resnet_dilate: int) -> None:
-    if arch not in ARCHS:
-        raise LostError(f"--arch {arch}: unknown architecture; choose one of {', '.join(ARCHS)}")
-    if arch.startswith("resnet") and resnet_dilate not in RESNET_DILATIONS:
+def load_backbone(spec: BackboneSpec, device: str | torch.device = "cpu") -> nn.Module:
+    """The model of ``spec`` with its weights (see :func:`get_model`)."""
+    return get_model(spec.arch, spec.patch_size, spec.resnet_dilate, device, spec.weights, spec.checkpoint_key)
+
+
+def _checked_entry(arch: str, patch_size: int, resnet_dilate: int) -> Backbone:
+    entry = backbone_entry(arch)
+    if entry.dilated and resnet_dilate not in RESNET_DILATIONS:
         raise LostError(f"--resnet_dilate {resnet_dilate}: choose 1, 2 or 4")
+    if entry.is_vit and patch_size not in entry.patch_sizes:
+        sizes = " or ".join(str(size) for size in entry.patch_sizes)
+        raise LostError(f"--arch {arch} --patch_size {patch_size}: {arch} is built with patch size {sizes}")
+    return entry
 
 
-def _official_url(arch: str, patch_size: int) -> str:
-    if arch in IMAGENET_WEIGHTS:
-        import torchvision
-
-        return getattr(torchvision.models, IMAGENET_WEIGHTS[arch]).IMAGENET1K_V1.url
-    if (arch, patch_size) not in OFFICIAL_WEIGHTS:
+def _official_url(entry: Backbone, patch_size: int) -> str:
+    url = entry.official_weights(patch_size)
+    if url is None:
         raise LostError(
-            f"--arch {arch} --patch_size {patch_size} has no official DINO weights; "
+            f"--arch {entry.name} --patch_size {patch_size} has no official DINO weights; "
             "pass --pretrained_weights PATH to a checkpoint of that architecture"
         )
-    return OFFICIAL_WEIGHTS[(arch, patch_size)]
+    return url
 
 
 def _check_device(device: str | torch.device) -> torch.device:
@@ -488,22 +574,34 @@ def _one_line(exc: BaseException) -> str:
 # ----------------------------------------------------------------------------------------------
 
 
+FEATURE_NEEDS = frozenset({"feats", "cls_attention"})
+"""What a method may ask of the backbone: the patch features, the CLS attention over patches."""
+
+
 @dataclass(frozen=True)
 class Features:
-    """feats: (B, N, d) float32, patch index ``row * w + col``; grid: (h, w) = (rows, cols);
-    scales: (sy, sx) = image pixels per feature cell along rows / cols: the patch size (ints)
-    for a ViT, padded size / map size (floats) for a CNN; boxes inherit that type."""
+    """What the backbone gives a method for a batch of same-size padded images.
 
-    feats: Tensor
+    feats: (B, N, d) float32, patch index ``row * w + col`` (None when not asked for).
+    cls_attention: (B, heads, N), the last block's attention of the CLS query over the patches
+        only (prefix tokens dropped; None when not asked for).
+    grid: (h, w) = (rows, cols); scales: (sy, sx) = image pixels per feature cell along rows /
+    cols: the patch size (ints) for a ViT, padded size / map size (floats) for a CNN; boxes
+    inherit that type.
+    """
+
+    feats: Tensor | None
     grid: tuple[int, int]
     scales: tuple[float, float]
+    cls_attention: Tensor | None = None
 
 
 class FeatureExtractor:
-    """The feature map LOST works on, for a batch of same-size padded images.
+    """The features a method works on, for a batch of same-size padded images.
 
-    ViT: the last block's keys (or queries/values), heads concatenated in head order, CLS dropped.
-    ResNet/VGG: the last feature map, standardized by a layer norm over each image's (N, d) map.
+    ViT: the last block's keys (or queries/values), heads concatenated in head order, prefix
+    tokens dropped; and the CLS attention over the patches. ResNet/VGG: the last feature map,
+    standardized by a layer norm over each image's (N, d) map.
     The model runs where its parameters are; images are moved there.
     """
 
@@ -511,7 +609,8 @@ class FeatureExtractor:
         if which_features not in QKV_INDEX:
             raise LostError(f"--which_features {which_features}: choose k, q or v")
         self.model = model
-        self.is_vit = isinstance(model, VisionTransformer)
+        self.backbone = backbone_entry(arch)
+        self.is_vit = self.backbone.is_vit
         if self.is_vit and model.patch_size != patch_size:
             raise ValueError(f"patch_size {patch_size} differs from the model's {model.patch_size}")
         self.arch = arch
@@ -519,21 +618,42 @@ class FeatureExtractor:
         self.which_features = which_features
         self.pad_multiple = patch_size
 
+    @property
+    def num_heads(self) -> int:
+        """Attention heads of the last block (1 for a ConvNet)."""
+        return getattr(self.model, "num_heads", 1)
+
     @torch.no_grad()
     def __call__(self, images: Tensor) -> Features:
-        """images: (B, 3, H, W) normalized and padded to a multiple of ``pad_multiple``."""
+        """images: (B, 3, H, W) normalized and padded to a multiple of ``pad_multiple`` -> feats."""
+        return self.extract(images, frozenset({"feats"}))
+
+    @torch.no_grad()
+    def extract(self, images: Tensor, needs: frozenset[str]) -> Features:
+        """Exactly the features in ``needs`` (a subset of :data:`FEATURE_NEEDS`), in one pass.
+
+        A ViT stops at the last block's ``qkv`` layer; both the patch features and the CLS
+        attention are read from it.
+        """
+        unknown = needs - FEATURE_NEEDS
+        if unknown:
+            raise ValueError(f"unknown feature needs {sorted(unknown)}")
         images = self._to_model_device(images)
-        if self.is_vit:
-            return self._vit_features(images)
-        return self._conv_features(images)
+        if not self.is_vit:
+            if "cls_attention" in needs:
+                raise LostError(f"this method needs a ViT --arch ({', '.join(VIT_NAMES)}), not {self.arch}")
+            return self._conv_features(images)
+        grid = self._vit_grid(images)
+        qkv = self.model.last_qkv(images)
+        feats = self._vit_patch_features(qkv) if "feats" in needs else None
+        attention = self._vit_cls_attention(qkv) if "cls_attention" in needs else None
+        return Features(feats, grid, (self.patch_size, self.patch_size), attention)
 
     @torch.no_grad()
     def cls_attention(self, images: Tensor) -> tuple[Tensor, tuple[int, int]]:
         """images: (B, 3, H, W) -> (CLS attention on the patches (B, heads, N), grid (h, w))."""
-        if not self.is_vit:
-            raise LostError(f"--dinoseg needs a ViT --arch (vit_tiny, vit_small, vit_base), not {self.arch}")
-        grid = self._vit_grid(images)
-        return self.model.last_cls_attention(self._to_model_device(images)), grid
+        features = self.extract(images, frozenset({"cls_attention"}))
+        return features.cls_attention, features.grid
 
     def _to_model_device(self, images: Tensor) -> Tensor:
         device = next(self.model.parameters()).device
@@ -546,13 +666,17 @@ class FeatureExtractor:
             raise ValueError(f"images {h}x{w} are not padded to a multiple of the patch size {p}")
         return h // p, w // p
 
-    def _vit_features(self, images: Tensor) -> Features:
-        grid = self._vit_grid(images)
-        qkv = self.model.last_qkv(images)
+    def _vit_patch_features(self, qkv: Tensor) -> Tensor:
+        """qkv: (B, T, 3*d) -> the chosen features of the patches: (B, N, d) float32."""
         d = qkv.shape[-1] // 3
         start = QKV_INDEX[self.which_features] * d
-        feats = qkv[:, 1:, start : start + d].float().contiguous()
-        return Features(feats, grid, (self.patch_size, self.patch_size))
+        return qkv[:, self.backbone.prefix_tokens :, start : start + d].float().contiguous()
+
+    def _vit_cls_attention(self, qkv: Tensor) -> Tensor:
+        """qkv: (B, T, 3*d) -> softmax attention of the CLS query, read over the patches: (B, heads, N)."""
+        attn = self.model.blocks[-1].attn
+        q, k, _ = attn.split_heads(qkv)
+        return attn.attention_map(q[:, :, :1], k)[:, :, 0, self.backbone.prefix_tokens :]
 
     def _conv_features(self, images: Tensor) -> Features:
         maps = self.model(images)
@@ -560,24 +684,3 @@ class FeatureExtractor:
         feats = maps.flatten(2).transpose(1, 2)
         feats = F.layer_norm(feats.float(), feats.shape[-2:])
         return Features(feats, (h, w), (images.shape[-2] / h, images.shape[-1] / w))
-
-
-def experiment_name(
-    arch: str,
-    patch_size: int,
-    which_features: str,
-    resnet_dilate: int,
-    dinoseg: bool,
-    dinoseg_head: int,
-) -> str:
-    """The published output folder name: ``LOST-vit_small16_k``, ``LOST-resnet50dilate2``,
-    ``LOST-vgg16_imagenet``, ``vit_small-16_dinoseg-head4``."""
-    if dinoseg:
-        if arch not in VITS:
-            raise LostError(f"--dinoseg needs a ViT --arch (vit_tiny, vit_small, vit_base), not {arch}")
-        return f"{arch}-{patch_size}_dinoseg-head{dinoseg_head}"
-    if arch.startswith("resnet"):
-        return f"LOST-{arch}dilate{resnet_dilate}"
-    if arch in VITS:
-        return f"LOST-{arch}{patch_size}_{which_features}"
-    return f"LOST-{arch}"

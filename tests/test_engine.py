@@ -16,6 +16,7 @@ from engine import (
     discover_batches,
     read_padded_sizes,
 )
+from methods import DinoSegParams
 from networks import FeatureExtractor, build_model
 from object_discovery import dino_seg, lost
 
@@ -74,7 +75,7 @@ def test_resnet_engine_boxes_equal_the_one_image_path(resnet_extractor, mixed_im
 
 def test_dinoseg_engine_boxes_equal_the_one_image_path(vit_extractor, mixed_images):
     expected = one_image_boxes(vit_extractor, mixed_images, dinoseg=True)
-    config = DiscoveryConfig(batch_size=4, dinoseg=True, dinoseg_head=1)
+    config = DiscoveryConfig(method="dinoseg", params=DinoSegParams(head=1), batch_size=4)
     assert engine_boxes(vit_extractor, mixed_images, config) == expected
 
 

@@ -15,6 +15,7 @@ def test_finished_images_survive_a_restart(tmp_path):
     path = tmp_path / "journal.jsonl"
     journal = Journal(path, RUN)
     journal.record({"a.jpg": np.array([1, 2, 3, 4])}, {"b.jpg": "truncated file"})
+    journal.close()
     again = Journal(path, RUN)
     assert again.is_done("a.jpg")
     assert not again.is_done("b.jpg"), "skipped images are tried again on resume"

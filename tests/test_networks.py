@@ -249,12 +249,31 @@ def test_unpadded_images_are_refused_by_the_vit_extractor():
         FeatureExtractor(tiny_vit(), "vit_tiny", 8)(images(1, 30, 32))
 
 
-def test_dinoseg_needs_a_vit():
+def test_cls_attention_needs_a_vit():
     model = networks.ConvFeatures(torch.nn.Conv2d(3, 4, kernel_size=16, stride=16))
-    with pytest.raises(LostError, match="--dinoseg needs a ViT"):
+    with pytest.raises(LostError, match="needs a ViT --arch"):
         FeatureExtractor(model, "vgg16_imagenet", 16).cls_attention(images(1, 32, 32))
-    with pytest.raises(LostError, match="--dinoseg needs a ViT"):
-        networks.experiment_name("resnet50", 16, "k", 2, True, 4)
+
+
+def test_one_pass_gives_the_features_and_the_cls_attention_of_separate_passes():
+    extractor = FeatureExtractor(tiny_vit(), "vit_tiny", 8)
+    batch = images(2, 32, 40)
+    both = extractor.extract(batch, frozenset({"feats", "cls_attention"}))
+    assert torch.equal(both.feats, extractor(batch).feats)
+    assert torch.equal(both.cls_attention, extractor.cls_attention(batch)[0])
+    assert both.cls_attention.shape == (2, extractor.num_heads, 4 * 5) and both.grid == (4, 5)
+    only_attention = extractor.extract(batch, frozenset({"cls_attention"}))
+    assert only_attention.feats is None
+
+
+def test_unknown_architecture_lists_the_table():
+    with pytest.raises(LostError, match="--arch vit_huge: unknown architecture; choose one of vit_tiny, vit_small"):
+        networks.build_model("vit_huge")
+
+
+def test_patch_size_outside_the_entry_is_refused():
+    with pytest.raises(LostError, match="--patch_size 14"):
+        networks.build_model("vit_small", 14)
 
 
 # --- checkpoints --------------------------------------------------------------------------------
@@ -432,21 +451,19 @@ def test_unavailable_cuda_device_is_a_user_error():
 
 
 @pytest.mark.parametrize(
-    "arch, patch, which, dilate, dinoseg, expected",
+    "arch, dilate, label",
     [
-        ("vit_small", 16, "k", 2, False, "LOST-vit_small16_k"),
-        ("vit_base", 8, "q", 2, False, "LOST-vit_base8_q"),
-        ("resnet50", 16, "k", 2, False, "LOST-resnet50dilate2"),
-        ("resnet50_imagenet", 16, "k", 4, False, "LOST-resnet50_imagenetdilate4"),
-        ("vgg16_imagenet", 16, "k", 2, False, "LOST-vgg16_imagenet"),
-        ("vit_small", 16, "k", 2, True, "vit_small-16_dinoseg-head4"),
+        ("vit_small", 2, "vit_small16"),
+        ("resnet50", 2, "resnet50dilate2"),
+        ("resnet50_imagenet", 4, "resnet50_imagenetdilate4"),
+        ("vgg16_imagenet", 2, "vgg16_imagenet"),
     ],
 )
-def test_experiment_names_are_the_published_ones(arch, patch, which, dilate, dinoseg, expected):
-    assert networks.experiment_name(arch, patch, which, dilate, dinoseg, 4) == expected
+def test_backbone_labels_name_the_architecture_and_its_options(arch, dilate, label):
+    assert networks.BackboneSpec(arch=arch, patch_size=16, resnet_dilate=dilate).label() == label
 
 
 def test_official_weights_are_dinos_urls():
-    assert networks.OFFICIAL_WEIGHTS[("vit_small", 16)] == (
+    assert networks.BACKBONES["vit_small"].official_weights(16) == (
         "https://dl.fbaipublicfiles.com/dino/dino_deitsmall16_pretrain/dino_deitsmall16_pretrain.pth"
     )

@@ -1,0 +1,241 @@
+"""The method table: every discovery method the toolkit runs, as one entry each.
+
+An entry (:class:`Method`) says what the method needs from the backbone (``feats``, the
+patch features, and/or ``cls_attention``, the CLS attention over the patches), how to run it on
+a batch of same-size images, which parameters it takes (one frozen dataclass whose fields carry
+their command-line flag), how its experiment folder is named, and which pictures it draws.
+Adding a method is: its function (in ``object_discovery.py`` or its own module), its parameter
+dataclass, and one entry in :data:`METHODS`. The engine, the command line, the journal's resume
+check and the experiment names all read the table.
+
+Every method result has a ``box`` attribute: ``[x1, y1, x2, y2]`` in pixels of the image as the
+method saw it (decoded, unpadded), x2/y2 exclusive. The engine scales it to the original image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+import visualizations
+from datasets import load_rgb
+from errors import LostError
+from networks import BackboneSpec, Features
+from object_discovery import LostResult, dino_seg, lost_batch, seed_component_box
+
+PictureFn = Callable[[Path, Any, int | None], Image.Image]
+"""``picture(image_path, discovery, max_size) -> PIL image``; ``discovery`` is an
+``engine.Discovery`` (its ``result``, ``box`` in original pixels, ``grid`` and ``scales``)."""
+
+
+def flag(name: str, help_text: str, **argparse_options: Any) -> dict[str, Any]:
+    """Field metadata declaring a method parameter's command-line flag (``argparse`` options
+    such as ``action="store_false"`` or ``choices`` pass through)."""
+    return {"flag": name, "help": help_text, **argparse_options}
+
+
+@dataclass(frozen=True)
+class Method:
+    """One entry of the method table.
+
+    name: the ``--method`` value; title: how runs are announced ("LOST").
+    params: the frozen dataclass of the method's parameters (fields declared with :func:`flag`).
+    needs: what it reads from the backbone, a subset of ``networks.FEATURE_NEEDS``.
+    discover: ``discover(features, image_sizes, params) -> results``, one result (with a
+        ``box``) per image of the batch; ``image_sizes`` are the unpadded (H, W).
+    folder: ``folder(backbone, params) -> experiment folder name``.
+    pictures: ``--visualize`` kind -> picture function; every method draws ``pred``, and a kind
+        it lacks falls back to ``pred``.
+    vit_only: whether a ConvNet backbone is refused.
+    """
+
+    name: str
+    title: str
+    params: type
+    needs: frozenset[str]
+    discover: Callable[[Features, list[tuple[int, int]], Any], list[Any]]
+    folder: Callable[[BackboneSpec, Any], str]
+    pictures: Mapping[str, PictureFn]
+    vit_only: bool = False
+
+    def check_backbone(self, backbone: BackboneSpec) -> None:
+        """LostError when the method cannot run on this backbone."""
+        if self.vit_only and not backbone.entry.is_vit:
+            raise LostError(f"--method {self.name} needs a ViT --arch, not {backbone.arch}")
+
+    def picture(self, kind: str) -> PictureFn:
+        """The picture function drawn for ``--visualize kind`` (``pred`` when it has no such kind)."""
+        return self.pictures.get(kind, self.pictures["pred"])
+
+
+# ----------------------------------------------------------------------------------------------
+# LOST
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LostParams:
+    k_patches: int = field(default=100, metadata=flag("--k_patches", "lowest-degree patches considered for the expansion"))
+
+
+def discover_lost(features: Features, image_sizes: list[tuple[int, int]], params: LostParams) -> list[LostResult]:
+    """LOST on a batch: features.feats (B, N, d) -> one :class:`LostResult` per image."""
+    return lost_batch(features.feats, features.grid, features.scales, image_sizes, params.k_patches)
+
+
+def lost_folder(backbone: BackboneSpec, _params: LostParams) -> str:
+    """``LOST-vit_small16_k``, ``LOST-resnet50dilate2``, ``LOST-vgg16_imagenet`` (published names)."""
+    suffix = f"_{backbone.which_features}" if backbone.entry.is_vit else ""
+    return f"LOST-{backbone.label()}{suffix}"
+
+
+def lost_pred_picture(image_path: Path, found: Any, max_size: int | None) -> Image.Image:
+    """The box (red) and the seed patch (yellow), on the image as LOST saw it."""
+    result = found.result
+    image = load_rgb(image_path, max_size)
+    return visualizations.prediction_picture(image, result.box, result.seed, found.grid, found.scales)
+
+
+def lost_feature_maps_picture(image_path: Path, found: Any, max_size: int | None) -> Image.Image:
+    """The paper's Figure 2 (seed, its binarized correlation, inverse degrees)."""
+    result = found.result
+    image = load_rgb(image_path, max_size)
+    return visualizations.feature_maps_picture(
+        image, result.seed_similarity, result.degrees, result.seed, found.grid, found.scales
+    )
+
+
+def lost_seed_expansion_picture(image_path: Path, found: Any, max_size: int | None) -> Image.Image:
+    """The paper's Figure 3 (seed, box before the expansion, final box)."""
+    result = found.result
+    image = load_rgb(image_path, max_size)
+    image_size = (image.height, image.width)
+    seed_box = seed_component_box(result.seed_similarity, result.seed, found.grid, found.scales, image_size)
+    return visualizations.seed_expansion_picture(image, result.seed, seed_box, result.box, found.grid, found.scales)
+
+
+# ----------------------------------------------------------------------------------------------
+# DINO-seg
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DinoSegParams:
+    head: int = field(default=4, metadata=flag("--dinoseg_head", "attention head used by DINO-seg"))
+
+
+@dataclass(frozen=True)
+class BoxResult:
+    """A method result that is only a box ``[x1, y1, x2, y2]`` (decoded pixels, x2/y2 exclusive)."""
+
+    box: np.ndarray
+
+
+def discover_dinoseg(features: Features, image_sizes: list[tuple[int, int]], params: DinoSegParams) -> list[BoxResult]:
+    """DINO-seg on a batch: features.cls_attention (B, heads, N) -> one box per image."""
+    patch_size = int(features.scales[0])
+    return [
+        BoxResult(dino_seg(heads, features.grid, patch_size, size, params.head))
+        for heads, size in zip(features.cls_attention, image_sizes, strict=True)
+    ]
+
+
+def dinoseg_folder(backbone: BackboneSpec, params: DinoSegParams) -> str:
+    """``vit_small-16_dinoseg-head4`` (the published name)."""
+    return f"{backbone.arch}-{backbone.patch_size}_dinoseg-head{params.head}"
+
+
+def box_picture(image_path: Path, found: Any, _max_size: int | None) -> Image.Image:
+    """The box (red) on the original image."""
+    return visualizations.prediction_picture(load_rgb(image_path), found.box)
+
+
+# ----------------------------------------------------------------------------------------------
+# The table
+# ----------------------------------------------------------------------------------------------
+
+
+METHODS: dict[str, Method] = {
+    method.name: method
+    for method in (
+        Method(
+            name="lost",
+            title="LOST",
+            params=LostParams,
+            needs=frozenset({"feats"}),
+            discover=discover_lost,
+            folder=lost_folder,
+            pictures={
+                "pred": lost_pred_picture,
+                "fms": lost_feature_maps_picture,
+                "seed_expansion": lost_seed_expansion_picture,
+            },
+        ),
+        Method(
+            name="dinoseg",
+            title="DINO-seg",
+            params=DinoSegParams,
+            needs=frozenset({"cls_attention"}),
+            discover=discover_dinoseg,
+            folder=dinoseg_folder,
+            pictures={"pred": box_picture},
+            vit_only=True,
+        ),
+    )
+}
+"""The method table: ``--method`` name -> :class:`Method`."""
+
+PICTURE_KINDS = tuple(dict.fromkeys(kind for method in METHODS.values() for kind in method.pictures))
+"""Every ``--visualize`` kind some method draws."""
+
+
+def method_entry(name: str) -> Method:
+    """The table entry of ``name``, or LostError listing the known methods."""
+    if name not in METHODS:
+        raise LostError(f"--method {name}: unknown method; choose one of {', '.join(METHODS)}")
+    return METHODS[name]
+
+
+def add_method_flags(parser: argparse.ArgumentParser) -> None:
+    """One argparse flag per method parameter, from the fields' :func:`flag` metadata.
+
+    Methods may share a flag (``--tau``) with defaults of their own: the flags default to None
+    and :func:`params_from_args` fills in the chosen method's default.
+    """
+    group = parser.add_argument_group("method parameters (each applies to the methods named)")
+    for name, (param, defaults) in _flag_declarations().items():
+        options = {key: value for key, value in param.metadata.items() if key not in ("flag", "help")}
+        if "action" not in options:
+            options["type"] = type(param.default)
+        help_text = f"{param.metadata['help']} (default: {', '.join(defaults)})"
+        group.add_argument(name, dest=_dest(name), default=None, help=help_text, **options)
+
+
+def _flag_declarations() -> dict[str, tuple[dataclasses.Field, list[str]]]:
+    """Flag -> (its first declaring field, ``"<default> for <method>"`` of every method using it)."""
+    declared: dict[str, tuple[dataclasses.Field, list[str]]] = {}
+    for method in METHODS.values():
+        for param in dataclasses.fields(method.params):
+            entry = declared.setdefault(param.metadata["flag"], (param, []))
+            entry[1].append(f"{param.default} for {method.name}")
+    return declared
+
+
+def params_from_args(method: Method, args: argparse.Namespace) -> Any:
+    """The method's parameter dataclass filled from the parsed flags (None: the method's default)."""
+    values = {}
+    for param in dataclasses.fields(method.params):
+        given = getattr(args, _dest(param.metadata["flag"]))
+        values[param.name] = param.default if given is None else given
+    return method.params(**values)
+
+
+def _dest(flag_name: str) -> str:
+    return flag_name.lstrip("-")

@@ -1,0 +1,45 @@
+"""The run specification: every setting that changes a run's results, in one frozen dataclass.
+
+From a :class:`RunSpec` the code derives the experiment folder name, the settings a journal must
+match to be resumed, and the model id of feature caches; none of them is written by hand, so a
+new setting cannot be forgotten in one of them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from methods import Method, method_entry
+from networks import BackboneSpec
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """input: the data set (``VOC07_trainval``) or folder/image name the records come from;
+    backbone: architecture, weights and features; method: the method table's name, with its
+    parameter dataclass ``params``; precision: of the backbone; max_size: longer side images are
+    scaled down to (None: never)."""
+
+    input: str
+    backbone: BackboneSpec
+    method: str
+    params: Any
+    precision: str = "fp32"
+    max_size: int | None = None
+
+    @property
+    def entry(self) -> Method:
+        return method_entry(self.method)
+
+    def experiment_name(self) -> str:
+        """The experiment folder name (``LOST-vit_small16_k``, ``vit_small-16_dinoseg-head4``, ...);
+        LostError when the method cannot run on the backbone."""
+        self.entry.check_backbone(self.backbone)
+        return self.entry.folder(self.backbone, self.params)
+
+    def settings(self) -> dict[str, Any]:
+        """Every field, nested dataclasses flattened to dicts of JSON values: what a journal stores
+        and what a resumed run must match."""
+        return dataclasses.asdict(self)
