@@ -72,6 +72,7 @@ class RunLock:
     LostError naming that process; a lock whose process died is simply taken."""
 
     def __init__(self, path: Path, what: Path) -> None:
+        self._fd = -1
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with writing(self.path):
@@ -80,7 +81,7 @@ class RunLock:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             owner = os.pread(self._fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
-            os.close(self._fd)
+            self.release()
             raise LostError(
                 f"{what} is in use by {owner}: wait for that run to end (or stop it), or give this "
                 "one another --output_dir"

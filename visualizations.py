@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from errors import writing
 from object_discovery import cells_to_box
 
 BOX_COLOR = (255, 32, 32)
@@ -134,7 +135,8 @@ def seed_expansion_picture(
 
 def save_png(picture: Image.Image, folder: Path, image_name: str, kind: str) -> Path:
     """Write ``<folder>/<image stem>_<kind>.png`` and return its path."""
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{Path(image_name).stem}_{kind}.png"
-    picture.save(path)
+    with writing(path):
+        folder.mkdir(parents=True, exist_ok=True)
+        picture.save(path)
     return path

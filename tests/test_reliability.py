@@ -1,7 +1,9 @@
 """Runs that never lose work: bad files are skipped and reported, killed runs resume, shards merge."""
 
+import errno
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -13,6 +15,7 @@ from conftest import write_noise_images
 from PIL import Image
 from tiny_datasets import make_coco_tree, make_voc_tree
 
+import journal as journal_module
 import main_lost
 from datasets import read_predictions
 
@@ -168,3 +171,65 @@ def test_torchrun_shards_merge_and_a_dead_rank_resumes_its_shard(tmp_path, vit_t
     assert journal_lines(rank1) == 17
     resumed = read_predictions(run / "preds.pkl")
     assert {name: box.tolist() for name, box in resumed.items()} == uninterrupted
+
+
+def test_a_second_run_on_a_busy_folder_stops_at_once_and_a_killed_runs_lock_is_taken_over(
+    kill_images, vit_tiny_checkpoint, uninterrupted, tmp_path, capsys
+):
+    command = lost_command(kill_images, tmp_path, vit_tiny_checkpoint)
+    run = tmp_path / "photos" / "LOST-vit_tiny16_k"
+    first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while journal_lines(run / "journal.jsonl") < 2 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        code = main_lost.main(command[2:])
+        err = capsys.readouterr().err
+        assert code == 2
+        assert err.count("\n") == 1 and f"{run} is in use by pid {first.pid} on host {socket.gethostname()}" in err
+    finally:
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait()
+    assert main_lost.main(command[2:]) == 0, "the lock of a killed run is taken over"
+    preds = read_predictions(run / "preds.pkl")
+    assert {name: box.tolist() for name, box in preds.items()} == uninterrupted
+
+
+def test_a_full_disk_is_one_line_and_the_same_command_resumes(kill_images, vit_tiny_checkpoint, uninterrupted, tmp_path, capsys, monkeypatch):
+    command = lost_command(kill_images, tmp_path, vit_tiny_checkpoint)[2:]
+    journal = tmp_path / "photos" / "LOST-vit_tiny16_k" / "journal.jsonl"
+    real_fsync, calls = os.fsync, []
+
+    def fsync_until_the_disk_fills(fd: int) -> None:
+        calls.append(fd)
+        if len(calls) > 5:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(journal_module.os, "fsync", fsync_until_the_disk_fills)
+    assert main_lost.main(command) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    last_line = err.splitlines()[-1]
+    assert last_line.startswith(f"error: cannot write {journal}: no space left on the device;"), "after the progress bar"
+    assert journal_lines(journal) == 6, "the header and 5 images: the 5th was written before its fsync failed"
+
+    monkeypatch.setattr(journal_module.os, "fsync", real_fsync)
+    assert main_lost.main(command) == 0
+    assert journal_lines(journal) == 1 + len(uninterrupted), "no image is done twice"
+    preds = read_predictions(tmp_path / "photos" / "LOST-vit_tiny16_k" / "preds.pkl")
+    assert {name: box.tolist() for name, box in preds.items()} == uninterrupted
+
+
+def test_a_picture_on_a_read_only_file_system_is_one_line(tmp_path, vit_tiny_checkpoint, capsys, monkeypatch):
+    def read_only(self, path, *args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+    monkeypatch.setattr(Image.Image, "save", read_only)
+    code = run_cli(
+        "--image_path", str(ROOT / "examples" / "chelsea.jpg"), "--visualize", "pred", "--arch", "vit_tiny",
+        "--pretrained_weights", str(vit_tiny_checkpoint), "--output_dir", str(tmp_path),
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert f"cannot write {tmp_path / 'visualizations' / 'LOST-vit_tiny16_k' / 'chelsea_pred.png'}: read-only file system" in err
