@@ -6,16 +6,20 @@
     python bench/bench_lost.py --device cuda --images 2000
     python bench/bench_lost.py --memory_check        # peak RSS of a 200- and a 2,000-image run
     python bench/bench_lost.py --profile             # where the time of a bf16 run goes
+    python bench/bench_lost.py --methods lost,dinoseg   # a row block per method of the method table
 
 It writes VOC-like JPEGs (the sizes that dominate VOC07 and a tail of others) and a random-weight
 checkpoint into a temporary folder, then runs every configuration in its own process (so that
 peak RSS is that configuration's own), whole runs from start-up to the last box, ``--repeats``
 times round after round, keeps the median time of each, and prints:
 
-    config | images/s | speed-up vs baseline | peak RSS | identical boxes vs baseline (%) | mean IoU vs baseline
+    config | images/s | speed-up vs baseline | peak RSS | identical boxes vs reference (%) | mean IoU vs reference | reference
 
 The baseline decodes in the main thread, registers a forward hook for every image, runs the full
 network with explicit attention and computes LOST on the whole similarity matrix, image by image.
+Speed-ups are all against that LOST baseline, so that methods compare with each other; the boxes
+of each row are compared with its method's reference: the baseline for LOST, a published-style
+loop where the method has one (``REFERENCE_LOOPS``), else the method's own fp32 engine row.
 """
 
 from __future__ import annotations
@@ -131,6 +135,11 @@ def run_baseline(folder: Path, checkpoint: Path, arch: str, patch: int, device: 
     return boxes
 
 
+REFERENCE_LOOPS: dict[str, object] = {}
+"""Method name -> a one-image-at-a-time loop computing that method as its published code does:
+``loop(folder, checkpoint, arch, patch, device) -> {image name: box}``."""
+
+
 def run_engine(folder: Path, checkpoint: Path, arch: str, patch: int, device: str, config: DiscoveryConfig) -> dict[str, list]:
     """The engine over the folder, as main_lost.py runs it."""
     model = get_model(arch, patch, device=device, pretrained_weights=str(checkpoint))
@@ -145,8 +154,12 @@ def worker(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     if args.worker == "baseline":
         boxes = run_baseline(args.folder, args.checkpoint, args.arch, args.patch_size, args.device)
+    elif args.worker == "reference":
+        boxes = REFERENCE_LOOPS[args.method](args.folder, args.checkpoint, args.arch, args.patch_size, args.device)
     else:
-        config = DiscoveryConfig(batch_size=args.batch_size, num_workers=args.num_workers, precision=args.precision)
+        config = DiscoveryConfig(
+            method=args.method, batch_size=args.batch_size, num_workers=args.num_workers, precision=args.precision
+        )
         boxes = run_engine(args.folder, args.checkpoint, args.arch, args.patch_size, args.device, config)
     seconds = time.perf_counter() - start
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -189,11 +202,14 @@ def compare(boxes: dict[str, list], reference: dict[str, list]) -> tuple[float, 
 
 def print_table(rows: list[dict], images: int) -> None:
     baseline = rows[0]
-    header = ["config", "images/s", "speed-up vs baseline", "peak RSS", "identical boxes vs baseline (%)", "mean IoU vs baseline"]
+    by_name = {row["name"]: row for row in rows}
+    header = ["config", "images/s", "speed-up vs baseline", "peak RSS", "identical boxes vs reference (%)",
+              "mean IoU vs reference", "reference"]
     lines = []
     for row in rows:
         rate = images / row["seconds"]
-        identical, iou = compare(row["boxes"], baseline["boxes"])
+        reference = row.get("reference", baseline["name"])
+        identical, iou = compare(row["boxes"], by_name[reference]["boxes"])
         lines.append(
             [
                 row["name"],
@@ -202,6 +218,7 @@ def print_table(rows: list[dict], images: int) -> None:
                 f"{row['peak_rss'] / 2**20:.0f} MiB",
                 f"{identical:.1f}",
                 f"{iou:.4f}",
+                reference,
             ]
         )
     print("| " + " | ".join(header) + " |")
@@ -210,15 +227,30 @@ def print_table(rows: list[dict], images: int) -> None:
         print("| " + " | ".join(line) + " |")
 
 
-def engine_configs(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
-    """Rows after the baseline: the engine in fp32 at batch 1 and at --batch_size, then bf16
-    (and fp16 on CUDA) at --batch_size."""
+def engine_configs(args: argparse.Namespace, method: str) -> list[tuple[str, list[str]]]:
+    """The engine rows of one method: fp32 at batch 1 and at --batch_size, then bf16 (and fp16
+    on CUDA) at --batch_size."""
     precisions = ["fp32", "bf16"] + (["fp16"] if args.device.startswith("cuda") else [])
     rows = []
     for precision in precisions:
         for batch in sorted({1, args.batch_size}) if precision == "fp32" else [args.batch_size]:
-            name = f"engine {precision} batch {batch} workers {args.num_workers}"
-            rows.append((name, ["--worker", "engine", "--precision", precision, "--batch_size", str(batch)]))
+            name = f"{method} engine {precision} batch {batch} workers {args.num_workers}"
+            rows.append((name, ["--worker", "engine", "--method", method, "--precision", precision, "--batch_size", str(batch)]))
+    return rows
+
+
+def method_rows(args: argparse.Namespace) -> list[tuple[str, list[str], str]]:
+    """(name, worker flags, reference row name) of every row: the LOST baseline first, then each
+    method's reference loop (where it has one) and engine rows."""
+    baseline = "baseline (published-style loop)"
+    rows = [(baseline, ["--worker", "baseline"], baseline)]
+    for method in args.methods.split(","):
+        engine_rows = engine_configs(args, method)
+        reference = baseline if method == "lost" else engine_rows[0][0]
+        if method in REFERENCE_LOOPS:
+            reference = f"{method} published-style loop"
+            rows.append((reference, ["--worker", "reference", "--method", method], reference))
+        rows += [(name, extra, reference) for name, extra in engine_rows]
     return rows
 
 
@@ -272,7 +304,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--qk_gain", type=float, default=1.0, help="sharpen the random attention (see random_state_dict)")
     parser.add_argument("--memory_check", action="store_true")
     parser.add_argument("--profile", action="store_true")
-    parser.add_argument("--worker", choices=["baseline", "engine"], help=argparse.SUPPRESS)
+    parser.add_argument("--methods", default="lost", help="comma-separated methods of the method table, one row block each")
+    parser.add_argument("--worker", choices=["baseline", "reference", "engine"], help=argparse.SUPPRESS)
+    parser.add_argument("--method", default="lost", help=argparse.SUPPRESS)
     parser.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
     parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--checkpoint", type=Path, help=argparse.SUPPRESS)
@@ -303,8 +337,11 @@ def main() -> None:
             return
         print(f"{args.arch}/{args.patch_size}, qk gain {args.qk_gain:g}, {args.images} VOC-like images, device {args.device}, "
               f"{os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads")
-        configs = [("baseline (published-style loop)", ["--worker", "baseline"]), *engine_configs(args)]
-        print_table(run_interleaved(common, configs, scratch, args.repeats), args.images)
+        rows = method_rows(args)
+        results = run_interleaved(common, [(name, extra) for name, extra, _ in rows], scratch, args.repeats)
+        for result, (_, _, reference) in zip(results, rows, strict=True):
+            result["reference"] = reference
+        print_table(results, args.images)
 
 
 if __name__ == "__main__":
