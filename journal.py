@@ -7,7 +7,7 @@ skipped one. Lines are flushed and fsynced once per batch, so a SIGKILL loses at
 in flight, and a last line cut in the middle is dropped on the next start. Boxes keep their
 type through JSON: whole-number boxes (ViT) come back as int64, CNN boxes as float64.
 
-Final outputs are written with :func:`datasets.atomic_write`: a reader sees the old file or the
+Final outputs are written with :func:`safe_files.atomic_write`: a reader sees the old file or the
 new one, never half of one.
 """
 

@@ -23,23 +23,15 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from datasets import (
-    CorLocMeter,
-    DatasetSpec,
-    ImageRecord,
-    atomic_write,
-    evaluate_corloc,
-    is_correct_localization,
-    load_dataset,
-    load_rgb,
-    single_image_records,
-    write_predictions,
-)
+from datasets import DatasetSpec, ImageRecord, load_dataset, single_image_records
 from engine import PRECISIONS, Discovery, DiscoveryConfig, discover_batches
 from errors import LostError
+from images import load_rgb
 from journal import Journal, merge_journals
+from metrics import CorLocMeter, evaluate_corloc, is_correct_localization
 from networks import ARCHS, FeatureExtractor, experiment_name, get_model
 from object_discovery import seed_component_box
+from safe_files import atomic_write, write_predictions
 from visualizations import (
     KINDS,
     feature_maps_picture,
