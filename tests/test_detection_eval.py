@@ -21,6 +21,7 @@ from detection_eval import (
     match_detections,
     voc_ap,
 )
+from errors import LostError
 from metrics import box_iou
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -200,3 +201,10 @@ def test_evaluation_runs_without_detectron2(voc_dir, tmp_path):
     done = subprocess.run([sys.executable, "-c", code, *argv], cwd=ROOT, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     assert "mean AP50 83.33" in done.stdout
+
+
+def test_results_without_category_are_refused(voc_dir, tmp_path):
+    results = tmp_path / "coco_instances_results.json"
+    results.write_text(json.dumps([{"image_id": "000003", "bbox": [4, 4, 16, 16], "score": 0.9}]))
+    with pytest.raises(LostError, match="detection 0 has no category_id"):
+        load_coco_results(results, ["000003"])

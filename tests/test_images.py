@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 from tiny_datasets import make_voc_tree
 
+import clustering
 import images
 from datasets import ImageRecord
 from errors import LostError
@@ -203,3 +204,25 @@ def test_rescale_box_maps_decoded_pixels_back_to_the_original():
     box = np.array([16, 32, 64, 250])
     assert images.rescale_box(box, (250, 1000), (1000, 4000)).tolist() == [64.0, 128.0, 256.0, 1000.0]
     assert images.rescale_box(box, (250, 1000), (250, 1000)) is box
+
+
+def test_read_image_size_is_pillow_width_height_capped_without_decoding(tmp_path):
+    path = tmp_path / "wide.jpg"
+    Image.new("RGB", (400, 100), (1, 2, 3)).save(path)
+    assert images.read_image_size(path) == (400, 100)
+    assert images.read_image_size(path, max_size=200) == (200, 50)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # header intact, scan cut
+    assert images.read_image_size(path) == (400, 100)
+
+
+def test_one_header_reader_for_padding_and_crops(tmp_path):
+    good = tmp_path / "good.png"
+    Image.new("RGB", (33, 17)).save(good)
+    bad = tmp_path / "bad.png"
+    bad.write_text("not an image")
+    # padding raises (the engine reports the image), the crop grid gets None (the crop's loader reports it)
+    assert images.padded_size(ImageRecord("good.png", good, None), 16) == (32, 48)
+    assert clustering._image_size(good) == images.read_image_size(good) == (33, 17)
+    with pytest.raises(LostError, match="bad.png: cannot read the image header"):
+        images.padded_size(ImageRecord("bad.png", bad, None), 16)
+    assert clustering._image_size(bad) is None

@@ -55,3 +55,19 @@ def test_evaluate_corloc_counts_missing_prediction_as_miss_and_skips_records_wit
     predictions = {"a": np.array([0, 0, 10, 10]), "b": np.array([20, 20, 30, 30]), "d": np.array([0, 0, 1, 1])}
     meter = metrics.evaluate_corloc(records, predictions)
     assert meter.summary() == "corloc: 33.33 (1/3)"
+
+
+def test_box_iou_broadcasts_each_box_against_its_own_ground_truth():
+    # box 0 [0,0,10,10] vs its [5,0,15,10] (50/150) and [0,0,10,10] (1);
+    # box 1 [0,0,4,10] vs its [0,0,10,10] (40/100) and [20,20,30,30] (0)
+    detections = np.array([[0, 0, 10, 10], [0, 0, 4, 10]])[:, None, :]
+    ground_truth = np.array([[[5, 0, 15, 10], [0, 0, 10, 10]], [[0, 0, 10, 10], [20, 20, 30, 30]]])
+    iou = metrics.box_iou(detections, ground_truth)
+    assert iou.shape == (2, 2) and iou.dtype == np.float64
+    np.testing.assert_allclose(iou, [[50 / 150, 1.0], [0.4, 0.0]])
+
+
+def test_box_iou_is_symmetric_and_one_box_against_none_is_empty():
+    a, b = np.array([1.5, 2, 7, 9]), np.array([[0, 0, 5, 5]])
+    assert metrics.box_iou(a, b) == metrics.box_iou(b, a)
+    assert metrics.box_iou(a, boxes([])).shape == (0,)

@@ -150,3 +150,34 @@ def test_atomic_write_gives_ordinary_permissions_and_leaves_no_temporary_file(tm
     assert (tmp_path / "out.txt").read_bytes() == b"done"
     assert (tmp_path / "out.txt").stat().st_mode & 0o777 == 0o644
     assert [path.name for path in tmp_path.iterdir()] == ["out.txt"]
+
+
+def test_read_coco_results_converts_boxes_and_keeps_file_order(tmp_path):
+    path = tmp_path / "coco_instances_results.json"
+    detections = [
+        {"image_id": "000005", "category_id": 3, "bbox": [10, 20, 30, 40], "score": 0.5},
+        {"image_id": 9, "bbox": [1.5, 2.5, 3.0, 4.0], "score": 0.9},
+    ]
+    path.write_text(json.dumps(detections))
+    first, second = safe_files.read_coco_results(path)
+    assert (first.image_id, first.category_id, first.score, first.box.tolist()) == ("000005", 3, 0.5, [10, 20, 40, 60])
+    assert (second.image_id, second.category_id, second.box.tolist()) == (9, None, [1.5, 2.5, 4.5, 6.5])
+
+
+def test_read_coco_results_names_the_missing_file_and_the_bad_detection(tmp_path):
+    with pytest.raises(LostError, match="absent.json: results file not found"):
+        safe_files.read_coco_results(tmp_path / "absent.json")
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps([{"image_id": 1, "bbox": [0, 0, 1, 1], "score": 1.0}, "oops"]))
+    with pytest.raises(LostError, match="detection 1 lacks image_id/score/bbox"):
+        safe_files.read_coco_results(path)
+
+
+def test_write_json_creates_the_folder_and_reads_back(tmp_path):
+    path = tmp_path / "prepared" / "a.json"
+    safe_files.write_json(path, {"b": [1, 2.5]}, indent=2)
+    assert path.read_text() == '{\n  "b": [\n    1,\n    2.5\n  ]\n}'
+    assert safe_files.read_json(path, "write it again") == {"b": [1, 2.5]}
+    path.write_text("{")
+    with pytest.raises(LostError, match="a.json: not valid JSON .*; write it again"):
+        safe_files.read_json(path, "write it again")
