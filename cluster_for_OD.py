@@ -22,7 +22,8 @@ import torch
 import clustering
 import datasets
 import networks
-from errors import LostError
+import safe_files
+from errors import LostError, run_cli
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Cluster LOST boxes into pseudo-classes.")
@@ -54,7 +55,7 @@ def boxes_to_cluster(
     pred_file: Path, dataset: str, image_set: str, datasets_root: Path, no_hard: bool
 ) -> tuple[list[str], list[Path], np.ndarray]:
     """Names, image paths and boxes (n, 4) of the data set's images that have a prediction."""
-    predictions = datasets.read_predictions(pred_file)
+    predictions = safe_files.read_predictions(pred_file)
     spec = datasets.load_dataset(dataset, image_set, datasets_root, no_hard)
     records = [record for record in spec.records if record.name in predictions]
     if not records:
@@ -66,38 +67,38 @@ def boxes_to_cluster(
     return [record.name for record in records], [record.path for record in records], boxes
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        names, paths, boxes = boxes_to_cluster(args.pred_file, args.dataset, args.set, args.datasets_root, args.no_hard)
-        backbone = networks.BackboneSpec(
-            arch=args.arch,
-            patch_size=args.patch_size,
-            weights=None if args.pretrained_weights is None else str(args.pretrained_weights),
-            checkpoint_key=args.checkpoint_key,
+def cluster(args: argparse.Namespace) -> None:
+    """Crop features (from the cache beside the predictions when it holds these boxes and this
+    model's), k-means, the pseudo-labels file."""
+    names, paths, boxes = boxes_to_cluster(args.pred_file, args.dataset, args.set, args.datasets_root, args.no_hard)
+    backbone = networks.BackboneSpec(
+        arch=args.arch,
+        patch_size=args.patch_size,
+        weights=None if args.pretrained_weights is None else str(args.pretrained_weights),
+        checkpoint_key=args.checkpoint_key,
+    )
+    model_id = backbone.model_id()
+    cache = clustering.features_cache_file(args.pred_file, args.arch, args.patch_size)
+    feats = clustering.load_features(cache, names, boxes, model_id)
+    if feats is None:
+        model = networks.load_backbone(backbone, args.device)
+        feats = clustering.crop_features(
+            model, paths, boxes, args.patch_size, args.device, args.batch_size, args.num_workers
         )
-        model_id = backbone.model_id()
-        cache = clustering.features_cache_file(args.pred_file, args.arch, args.patch_size)
-        feats = clustering.load_features(cache, names, boxes, model_id)
-        if feats is None:
-            model = networks.load_backbone(backbone, args.device)
-            feats = clustering.crop_features(
-                model, paths, boxes, args.patch_size, args.device, args.batch_size, args.num_workers
-            )
-            clustering.save_features(cache, names, boxes, feats, model_id)
-            print(f"crop features of {len(names)} boxes saved at {cache}")
-        else:
-            print(f"crop features of {len(names)} boxes loaded from {cache}")
-        labels = clustering.cluster_features(feats, args.nb_clusters, args.random_seed, args.whitening)
-        out_file = clustering.clustered_file(args.pred_file, args.nb_clusters, args.random_seed)
-        clustering.write_pseudo_labels(out_file, names, labels, boxes)
-    except LostError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        clustering.save_features(cache, names, boxes, feats, model_id)
+        print(f"crop features of {len(names)} boxes saved at {cache}")
+    else:
+        print(f"crop features of {len(names)} boxes loaded from {cache}")
+    labels = clustering.cluster_features(feats, args.nb_clusters, args.random_seed, args.whitening)
+    out_file = clustering.clustered_file(args.pred_file, args.nb_clusters, args.random_seed)
+    clustering.write_pseudo_labels(out_file, names, labels, boxes)
     sizes = np.bincount(labels, minlength=args.nb_clusters)
     print(f"cluster sizes: {' '.join(str(size) for size in sizes)}")
     print(f"pseudo-labels saved at {out_file}")
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(lambda: cluster(parse_args(argv)))
 
 
 if __name__ == "__main__":

@@ -35,7 +35,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-import datasets
+import images
+import safe_files
 from engine import DEFAULT_MEMORY_BUDGET, SizeBucketBatchSampler, attention_images_per_pass
 from errors import LostError
 
@@ -82,7 +83,7 @@ def crop_tensor(image: Image.Image, box: np.ndarray, patch_size: int) -> torch.T
     x1, y1, x2, y2 = clip_box(box, image.width, image.height)
     height, width = resized_crop_size(y2 - y1, x2 - x1)
     crop = image.crop((x1, y1, x2, y2)).resize((width, height), Image.BICUBIC)
-    tensor = datasets.image_to_tensor(crop)
+    tensor = images.image_to_tensor(crop)
     return tensor[:, : height // patch_size * patch_size, : width // patch_size * patch_size]
 
 
@@ -100,7 +101,7 @@ class BoxCropDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor | None, int, str | None]:
         try:
-            image = datasets.load_rgb(self.paths[i])
+            image = images.load_rgb(self.paths[i])
         except LostError as exc:
             return None, i, str(exc)
         return crop_tensor(image, self.boxes[i], self.patch_size), i, None
@@ -109,9 +110,8 @@ class BoxCropDataset(Dataset):
 def _image_size(path: Path) -> tuple[int, int] | None:
     """(width, height) from the image header, or None when it cannot be read."""
     try:
-        with Image.open(path) as image:
-            return image.size
-    except (OSError, ValueError, Image.DecompressionBombError):  # BoxCropDataset reports why
+        return images.read_image_size(path)
+    except LostError:  # BoxCropDataset reports why
         return None
 
 
@@ -238,7 +238,7 @@ def save_features(path: Path, names: Sequence[str], boxes: np.ndarray, feats: np
     """Cache crop features: names (n,), boxes (n, 4), feats (n, d) and the model they come from."""
     buffer = io.BytesIO()
     np.savez(buffer, names=np.array(names, dtype=str), boxes=boxes, feats=feats, model=np.array(model_id))
-    datasets.atomic_write(path, buffer.getvalue())
+    safe_files.atomic_write(path, buffer.getvalue())
 
 
 def load_features(path: Path, names: Sequence[str], boxes: np.ndarray, model_id: str) -> np.ndarray | None:
@@ -271,16 +271,16 @@ def write_pseudo_labels(path: Path, names: Sequence[str], labels: np.ndarray, bo
         str(name): {"pseudo_label": int(label), "predicted_bb": np.asarray(box)}
         for name, label, box in zip(names, labels, boxes, strict=True)
     }
-    datasets.atomic_write(path, pickle.dumps(content, protocol=4))
+    safe_files.atomic_write(path, pickle.dumps(content, protocol=4))
 
 
 def read_pseudo_labels(path: Path) -> dict[str, PseudoLabel]:
     """The content of a ``*_clustered_<K>clu.pkl`` file, read with the restricted unpickler of
-    ``datasets`` (numpy arrays and builtins only). Raises LostError for anything else."""
+    ``safe_files`` (numpy arrays and builtins only). Raises LostError for anything else."""
     path = Path(path)
     if not path.is_file():
         raise LostError(f"{path}: clustered pseudo-boxes not found; write them with cluster_for_OD.py")
-    raw = datasets.restricted_load(path)
+    raw = safe_files.restricted_load(path)
     fix = "write it again with cluster_for_OD.py"
     if not isinstance(raw, dict):
         raise LostError(f"{path}: expected image name -> {{pseudo_label, predicted_bb}}; {fix}")

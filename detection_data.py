@@ -16,25 +16,26 @@ folder. Image ids: for VOC the id of ``ImageSets/Main/<set>.txt`` (the JPEG's st
 ``"2008_000008"``), for COCO the integer COCO id; ``main_corloc_evaluation.py --type_pred
 detectron`` and ``evaluate_unsupervised_detection_voc.py`` match detections by these ids.
 
-Boxes are ``[x1, y1, x2, y2]`` in pixels, x2/y2 exclusive; VOC's 1-based inclusive corners become
-``[xmin - 1, ymin - 1, xmax, ymax]`` as in ``datasets.py``. As in the paper's files, the COCO-style
-VOC ground truth leaves out objects marked ``difficult``.
+Boxes are ``[x1, y1, x2, y2]`` in pixels, x2/y2 exclusive. Ground truth, image lists and COCO
+annotations come from the readers of ``datasets`` (VOC's 1-based inclusive corners become
+``[xmin - 1, ymin - 1, xmax, ymax]`` there), the same ones CorLoc uses. As in the paper's files, the
+COCO-style VOC ground truth leaves out objects marked ``difficult``.
 
 Weights: a torchvision-named ResNet-50 state dict (DINO's ``dino_resnet50_pretrain.pth``) is
 renamed to detectron2's ResNet names (``layer1.0.bn2.weight`` -> ``res2.0.conv2.norm.weight``)
 and written as the pickle detectron2's checkpointer reads for converted models
 (``{"model": {name: ndarray}, "__author__": ..., "matching_heuristics": True}``).
 
-This module does not import detectron2: preparing data does not need it.
+This module does not import detectron2 (preparing data does not need it); only
+:func:`run_training_script` imports ``detector_training``, when called.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import re
-import xml.etree.ElementTree as ET
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,13 +45,9 @@ import torch
 import torchvision
 
 import datasets
+import safe_files
 from errors import LostError
 
-VOC_CLASSES = (
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
-    "tvmonitor",
-)  # fmt: skip
 CAD_CLASSES = ("object",)
 
 BOX_MODE_XYXY_ABS = 0
@@ -93,7 +90,7 @@ def _known_datasets() -> dict[str, PreparedDataset]:
         command = f"tools/prepare_voc_LOST_CAD_pseudo_boxes_in_detectron2_format.py --year {year} --pboxes PREDS.pkl"
         known[name] = PreparedDataset(name, "dicts", CAD_CLASSES, command)
     for year, image_set in VOC_GT_SETS:
-        for cad, classes in (("", VOC_CLASSES), ("_CAD", CAD_CLASSES)):
+        for cad, classes in (("", datasets.VOC_CLASSES), ("_CAD", CAD_CLASSES)):
             name = f"voc_{year}_{image_set}{cad}_coco_style"
             flag = " --is_CAD" if cad else ""
             command = f"tools/prepare_voc_data_in_coco_style.py{flag} --voc07_dir ... --voc12_dir ..."
@@ -133,68 +130,15 @@ def prepared_dataset(name: str) -> PreparedDataset | None:
 
 
 # ----------------------------------------------------------------------------------------------
-# VOC annotations
+# VOC images
 
 
-@dataclass(frozen=True)
-class VocObject:
-    """One annotated object: class name, box [x1, y1, x2, y2] (x2/y2 exclusive), difficult flag."""
-
-    name: str
-    box: tuple[float, float, float, float]
-    difficult: bool
-
-
-@dataclass(frozen=True)
-class VocAnnotation:
-    width: int
-    height: int
-    objects: tuple[VocObject, ...]
-
-
-def read_voc_annotation(xml_path: Path) -> VocAnnotation:
-    """Image size and objects of a VOC XML file; corners as ``[xmin - 1, ymin - 1, xmax, ymax]``
-    read with ``int(float(v))`` like ``datasets.parse_voc_xml``. Raises LostError when missing or
-    malformed."""
-    if not xml_path.is_file():
-        raise LostError(f"{xml_path}: annotation file not found; restore it from the VOC archive")
-    try:
-        root = ET.parse(xml_path).getroot()
-        size = root.find("size")
-        width, height = int(float(size.findtext("width"))), int(float(size.findtext("height")))
-        objects = []
-        for obj in root.findall("object"):
-            box = obj.find("bndbox")
-            xmin, ymin, xmax, ymax = (int(float(box.findtext(tag))) for tag in ("xmin", "ymin", "xmax", "ymax"))
-            difficult = bool(int(float(obj.findtext("difficult") or 0)))
-            objects.append(VocObject(obj.findtext("name").strip(), (xmin - 1, ymin - 1, xmax, ymax), difficult))
-    except (ET.ParseError, AttributeError, TypeError, ValueError) as exc:
-        raise LostError(f"{xml_path}: malformed annotation ({exc}); restore it from the VOC archive") from exc
-    return VocAnnotation(width, height, tuple(objects))
-
-
-def voc_set_file(voc_dir: Path, year: str, image_set: str) -> Path:
-    """``ImageSets/Main/<image_set>.txt`` of the VOC<year> tree at `voc_dir`."""
-    return datasets.voc_devkit_dir(Path(voc_dir), year) / "ImageSets" / "Main" / f"{image_set}.txt"
-
-
-def voc_image_ids(voc_dir: Path, year: str, image_set: str) -> list[str]:
-    """Ids listed in ``ImageSets/Main/<image_set>.txt`` of the VOC<year> tree at `voc_dir`."""
-    set_file = voc_set_file(voc_dir, year, image_set)
-    if not set_file.is_file():
-        raise LostError(
-            f"{set_file}: image set file not found; unpack the VOC{year} {image_set} archive from "
-            f"{datasets.VOC_URL} into {voc_dir}"
-        )
-    return [line.split()[0] for line in set_file.read_text().splitlines() if line.strip()]
-
-
-def _voc_image(devkit: Path, image_id: str) -> tuple[Path, VocAnnotation]:
+def _voc_image(devkit: Path, image_id: str) -> tuple[Path, datasets.VocAnnotation]:
     """Absolute JPEG path and annotation of one VOC image; LostError when either is missing."""
     image = (devkit / "JPEGImages" / f"{image_id}.jpg").resolve()
     if not image.is_file():
         raise LostError(f"{image}: image not found; restore it from the VOC archive")
-    return image, read_voc_annotation(devkit / "Annotations" / f"{image_id}.xml")
+    return image, datasets.read_voc_annotation(devkit / "Annotations" / f"{image_id}.xml")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -241,10 +185,10 @@ def coco_pseudo_box_records(coco_dir: Path, boxes: Mapping[str, np.ndarray]) -> 
     boxes: str(image_id) (or a COCO file name ``COCO_train2014_<id>.jpg``) -> box. Image files
     and sizes come from ``annotations/instances_train2014.json``, indexed once.
     """
-    images = _coco_images(Path(coco_dir))
+    images = datasets.read_coco_instances(Path(coco_dir)).imgs
     records, missing = [], []
-    for name in sorted(boxes, key=coco_image_id):
-        image_id = coco_image_id(name)
+    for name in sorted(boxes, key=predicted_coco_id):
+        image_id = predicted_coco_id(name)
         info = images.get(image_id)
         path = (Path(coco_dir) / "images" / "train2014" / info["file_name"]).resolve() if info else None
         if path is None or not path.is_file():
@@ -255,14 +199,13 @@ def coco_pseudo_box_records(coco_dir: Path, boxes: Mapping[str, np.ndarray]) -> 
     return records
 
 
-def coco_image_id(name: str) -> int:
+def predicted_coco_id(name: str) -> int:
     """The COCO id of a prediction key: ``"42"``, ``"COCO_train2014_000000000042.jpg"`` or
-    ``"train2014/COCO_train2014_000000000042.jpg"``."""
-    stem = Path(str(name)).stem
-    try:
-        return int(stem.rsplit("_", 1)[-1])
-    except ValueError:
-        raise LostError(f"prediction key {name!r} is not a COCO image id or file name; use str(image_id)") from None
+    ``"train2014/COCO_train2014_000000000042.jpg"`` (see ``datasets.coco_image_id``)."""
+    image_id = datasets.coco_image_id(name)
+    if image_id is None:
+        raise LostError(f"prediction key {name!r} is not a COCO image id or file name; use str(image_id)")
+    return image_id
 
 
 def _record(image: Path, image_id: str | int, width: int, height: int, boxes: Iterable[tuple]) -> dict:
@@ -290,6 +233,14 @@ def dataset_dicts_file(records: list[dict], dataset: PreparedDataset, source: st
     return {"dataset": records, "meta_data": meta}
 
 
+def write_dataset_dicts(records: list[dict], dataset: PreparedDataset, source: Path, output_dir: Path) -> Path:
+    """Write `records` (pseudo-boxes read from `source`) as the dataset-dicts file of `dataset`
+    in `output_dir`, atomically; returns its path."""
+    path = dataset.path(output_dir)
+    safe_files.write_json(path, dataset_dicts_file(records, dataset, str(source)))
+    return path
+
+
 def read_dataset_dicts(path: Path, dataset: PreparedDataset) -> list[dict]:
     """The records of a dataset-dicts file; LostError naming the command when it is missing."""
     content = _read_prepared(path, dataset)
@@ -300,12 +251,8 @@ def read_dataset_dicts(path: Path, dataset: PreparedDataset) -> list[dict]:
 
 
 def _read_prepared(path: Path, dataset: PreparedDataset) -> dict:
-    if not path.is_file():
-        raise LostError(f"{path}: prepared file of {dataset.name} not found; write it with python {dataset.command}")
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise LostError(f"{path}: not valid JSON ({exc}); write it again with python {dataset.command}") from exc
+    fix = f"write it with python {dataset.command}"
+    return safe_files.read_json(path, fix, what=f"prepared file of {dataset.name}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -350,16 +297,17 @@ def voc_coco_style(voc_dir: Path, year: str, image_set: str, class_agnostic: boo
     """COCO annotation dict of VOC<year> `image_set`: the 20 classes, or one class "object"
     with `class_agnostic`; difficult objects and unknown class names are left out."""
     devkit = datasets.voc_devkit_dir(Path(voc_dir), year)
-    classes = CAD_CLASSES if class_agnostic else VOC_CLASSES
+    classes = CAD_CLASSES if class_agnostic else datasets.VOC_CLASSES
     builder = CocoBuilder(classes, f"PASCAL VOC{year} {image_set}" + (" class-agnostic" if class_agnostic else ""))
-    for image_id in voc_image_ids(voc_dir, year, image_set):
+    for image_id in datasets.voc_image_ids(voc_dir, year, image_set):
         image, annotation = _voc_image(devkit, image_id)
         builder.add_image(image_id, image, annotation.width, annotation.height)
         for obj in annotation.objects:
-            if obj.difficult or obj.name not in VOC_CLASSES:
+            if obj.difficult or obj.name not in datasets.VOC_CLASSES:
                 continue
             x1, y1, x2, y2 = obj.box
-            builder.add_box(image_id, (x1, y1, x2 - x1, y2 - y1), 0 if class_agnostic else VOC_CLASSES.index(obj.name))
+            category = 0 if class_agnostic else datasets.VOC_CLASSES.index(obj.name)
+            builder.add_box(image_id, (x1, y1, x2 - x1, y2 - y1), category)
     return builder.content
 
 
@@ -367,65 +315,39 @@ def coco20k_cad_gt(coco_dir: Path, filenames_file: Path) -> dict:
     """Class-agnostic COCO annotation dict of the COCO20k images (in list order): every
     annotation of instances_train2014.json becomes class "object", crowd flags and areas kept."""
     coco_dir = Path(coco_dir)
-    entries = read_coco20k_list(Path(filenames_file))
-    content = _coco_instances(coco_dir)
-    images = {image["id"]: image for image in content["images"]}
-    by_image: dict[int, list[dict]] = {image_id: [] for _, image_id in entries}
-    for ann in content["annotations"]:
-        if ann["image_id"] in by_image:
-            by_image[ann["image_id"]].append(ann)
+    entries = datasets.read_coco20k_list(Path(filenames_file))
+    coco = datasets.read_coco_instances(coco_dir)
     builder = CocoBuilder(CAD_CLASSES, "COCO20k (COCO train2014 subset) class-agnostic")
     missing = []
     for relative, image_id in entries:
         path = (coco_dir / "images" / relative).resolve()
-        if image_id not in images or not path.is_file():
+        if image_id not in coco.imgs or not path.is_file():
             missing.append(f"image {image_id} ({relative})")
             continue
-        builder.add_image(image_id, path, images[image_id]["width"], images[image_id]["height"])
-        for ann in by_image[image_id]:
+        builder.add_image(image_id, path, coco.imgs[image_id]["width"], coco.imgs[image_id]["height"])
+        for ann in coco.imgToAnns.get(image_id, []):
             builder.add_box(image_id, ann["bbox"], 0, ann.get("iscrowd", 0), ann.get("area"))
     _raise_if_missing(missing, len(entries), f"images of {filenames_file}", f"--coco_dir {coco_dir}")
     return builder.content
 
 
-def read_coco20k_list(filenames_file: Path) -> list[tuple[str, int]]:
-    """(path relative to COCO/images, image id) per line of a COCO20k list such as
-    data/coco_20k_filenames.txt (``train2014/COCO_train2014_<12-digit id>.jpg``)."""
-    if not filenames_file.is_file():
-        raise LostError(
-            f"{filenames_file}: COCO20k image list not found; pass --file_coco20k data/coco_20k_filenames.txt"
-        )
-    lines = [line.strip() for line in filenames_file.read_text().splitlines() if line.strip()]
-    return [(line, coco_image_id(line)) for line in lines]
-
-
-def _coco_instances(coco_dir: Path) -> dict:
-    ann_file = coco_dir / "annotations" / "instances_train2014.json"
-    fix = f"download annotations_trainval2014.zip from {datasets.COCO_URL} and unpack it into {coco_dir}"
-    if not ann_file.is_file():
-        raise LostError(f"{ann_file}: file not found; {fix}")
-    try:
-        content = json.loads(ann_file.read_bytes())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise LostError(f"{ann_file}: not valid JSON ({exc}); {fix}") from exc
-    if not isinstance(content, dict) or "images" not in content or "annotations" not in content:
-        raise LostError(f"{ann_file}: not a COCO instances file; {fix}")
-    return content
-
-
-def _coco_images(coco_dir: Path) -> dict[int, dict]:
-    return {image["id"]: image for image in _coco_instances(coco_dir)["images"]}
-
-
 # ----------------------------------------------------------------------------------------------
-# Writing
+# Training scripts
 
 
-def write_json(path: Path, content: dict) -> None:
-    """Write `content` to `path` atomically, creating its folder."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    datasets.atomic_write(path, json.dumps(content).encode())
+def run_training_script(description: str, argv: list[str] | None = None) -> int:
+    """What ``tools/train_net_for_LOST_*.py`` run: ``detector_training.main``, imported here so
+    that a missing detectron2 is one line naming how to install it."""
+    try:
+        import detector_training
+    except ImportError as exc:
+        print(
+            f"error: detectron2 cannot be imported ({exc}); install it with bash tools/install_detectron2.sh "
+            "or pip install 'git+https://github.com/facebookresearch/detectron2.git'",
+            file=sys.stderr,
+        )
+        return 2
+    return detector_training.main(argv, description=description)
 
 
 # ----------------------------------------------------------------------------------------------

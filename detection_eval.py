@@ -24,7 +24,6 @@ reporting (``summary``). Nothing here needs detectron2.
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -34,8 +33,9 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 import datasets
-import detection_data
+import safe_files
 from errors import LostError
+from metrics import box_iou
 
 IOU_THRESHOLDS = tuple(t / 100 for t in range(50, 100, 5))
 
@@ -103,18 +103,6 @@ def voc_ap(recall: np.ndarray, precision: np.ndarray) -> float:
     return float(np.sum((mrec[steps + 1] - mrec[steps]) * mpre[steps + 1]))
 
 
-def pairwise_iou(boxes: np.ndarray, gt_boxes: np.ndarray) -> np.ndarray:
-    """IoU of each box `boxes: (n, 4)` with each of its own `gt_boxes: (n, m, 4)` -> (n, m)."""
-    box = boxes[:, None, :]
-    inter_w = np.clip(np.minimum(box[..., 2], gt_boxes[..., 2]) - np.maximum(box[..., 0], gt_boxes[..., 0]), 0, None)
-    inter_h = np.clip(np.minimum(box[..., 3], gt_boxes[..., 3]) - np.maximum(box[..., 1], gt_boxes[..., 1]), 0, None)
-    inter = inter_w * inter_h
-    area = (box[..., 2] - box[..., 0]) * (box[..., 3] - box[..., 1])
-    gt_area = (gt_boxes[..., 2] - gt_boxes[..., 0]) * (gt_boxes[..., 3] - gt_boxes[..., 1])
-    union = area + gt_area - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-
-
 def match_detections(dets: Detections, gt: ClassGroundTruth, iou_threshold: float) -> tuple[np.ndarray, np.ndarray]:
     """(true_positive, false_positive): (n,) bool each, for the detections in decreasing score
     order (stable); a detection on a difficult box is neither (see the module docstring)."""
@@ -123,7 +111,7 @@ def match_detections(dets: Detections, gt: ClassGroundTruth, iou_threshold: floa
     n, m = len(order), gt.boxes.shape[1]
     if m == 0 or n == 0:
         return np.zeros(n, dtype=bool), np.ones(n, dtype=bool)
-    ious = np.where(gt.valid[images], pairwise_iou(dets.boxes[order], gt.boxes[images]), -np.inf)
+    ious = np.where(gt.valid[images], box_iou(dets.boxes[order][:, None, :], gt.boxes[images]), -np.inf)
     best = ious.argmax(axis=1)
     above = ious[np.arange(n), best] > iou_threshold
     on_difficult = above & gt.difficult[images, best]
@@ -226,21 +214,15 @@ def evaluate_matched(
 # Files
 
 
-def canonical_image_id(image_id: object) -> str:
-    """Image ids as strings, digit-only ones as integers ("000005" and 5 are the same image)."""
-    text = str(image_id)
-    return str(int(text)) if text.isdigit() else text
-
-
 def load_voc_ground_truth(
-    voc_dir: Path, year: str, image_set: str, classes: Sequence[str] = detection_data.VOC_CLASSES
+    voc_dir: Path, year: str, image_set: str, classes: Sequence[str] = datasets.VOC_CLASSES
 ) -> tuple[list[str], list[ClassGroundTruth]]:
     """(image ids of the set, one ClassGroundTruth per class), read from the VOC XML files."""
-    image_ids = detection_data.voc_image_ids(voc_dir, year, image_set)
+    image_ids = datasets.voc_image_ids(voc_dir, year, image_set)
     devkit = datasets.voc_devkit_dir(Path(voc_dir), year)
     per_class: dict[str, list[list]] = {name: [[] for _ in image_ids] for name in classes}
     for i, image_id in enumerate(image_ids):
-        annotation = detection_data.read_voc_annotation(devkit / "Annotations" / f"{image_id}.xml")
+        annotation = datasets.read_voc_annotation(devkit / "Annotations" / f"{image_id}.xml")
         for obj in annotation.objects:
             if obj.name in per_class:
                 per_class[obj.name][i].append((obj.box, obj.difficult))
@@ -251,36 +233,22 @@ def load_coco_results(json_path: Path, image_ids: Sequence[str]) -> tuple[dict[i
     """Detections per category id of a COCO results file (detectron2's
     ``coco_instances_results.json``: image_id, category_id, bbox [x, y, w, h], score), keeping
     those on `image_ids`; also returns how many were on other images."""
-    json_path = Path(json_path)
-    fix = "pass the coco_instances_results.json written by the detector's evaluation"
-    if not json_path.is_file():
-        raise LostError(f"{json_path}: results file not found; {fix}")
-    try:
-        results = json.loads(json_path.read_bytes())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise LostError(f"{json_path}: not valid JSON ({exc}); {fix}") from exc
-    if not isinstance(results, list):
-        raise LostError(f"{json_path}: expected a list of detections; {fix}")
-    index = {canonical_image_id(image_id): i for i, image_id in enumerate(image_ids)}
-    grouped: dict[int, list[tuple[int, float, list[float]]]] = defaultdict(list)
+    index = {datasets.canonical_image_id(image_id): i for i, image_id in enumerate(image_ids)}
+    grouped: dict[int, list[tuple[int, safe_files.Detection]]] = defaultdict(list)
     elsewhere = 0
-    for number, det in enumerate(results):
-        try:
-            image, category, score = canonical_image_id(det["image_id"]), int(det["category_id"]), float(det["score"])
-            x, y, w, h = (float(v) for v in det["bbox"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise LostError(
-                f"{json_path}: detection {number} lacks image_id/category_id/bbox/score ({exc!r}); {fix}"
-            ) from exc
-        if image not in index:
+    for number, det in enumerate(safe_files.read_coco_results(json_path)):
+        if det.category_id is None:
+            raise LostError(f"{json_path}: detection {number} has no category_id; pass the detector's COCO results")
+        image = index.get(datasets.canonical_image_id(det.image_id))
+        if image is None:
             elsewhere += 1
             continue
-        grouped[category].append((index[image], score, [x, y, x + w, y + h]))
+        grouped[det.category_id].append((image, det))
     detections = {
         category: Detections(
-            np.array([d[0] for d in dets], dtype=np.int64),
-            np.array([d[1] for d in dets]),
-            np.array([d[2] for d in dets]).reshape(-1, 4),
+            np.array([image for image, _ in dets], dtype=np.int64),
+            np.array([det.score for _, det in dets]),
+            np.array([det.box for _, det in dets]).reshape(-1, 4),
         )
         for category, dets in sorted(grouped.items())
     }

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import warnings
 from pathlib import Path
 
@@ -37,7 +36,7 @@ from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, Res5ROIHeads  # no
 from detectron2.structures import BoxMode  # noqa: E402
 
 import detection_data  # noqa: E402
-from errors import LostError  # noqa: E402
+from errors import LostError, run_cli  # noqa: E402
 
 
 @ROI_HEADS_REGISTRY.register()
@@ -184,11 +183,9 @@ def parse_args(argv: list[str] | None, description: str) -> argparse.Namespace:
 def main(argv: list[str] | None = None, description: str = "") -> int:
     """Check the inputs, then train (or evaluate, with --eval-only) on --num-gpus processes."""
     args = parse_args(argv, description)
-    try:
-        check_inputs(load_config(args.config_file, args.opts), args.prepared_dir, args.resume)
-    except LostError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    status = run_cli(lambda: check_inputs(load_config(args.config_file, args.opts), args.prepared_dir, args.resume))
+    if status:
+        return status
     launch(
         run,
         args.num_gpus,

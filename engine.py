@@ -23,8 +23,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from datasets import DecodedImage, ImageFileDataset, ImageRecord, padded_size, rescale_box
+from datasets import ImageRecord
 from errors import LostError
+from images import DecodedImage, ImageFileDataset, padded_size, rescale_box
 from methods import Method, method_entry
 from networks import FeatureExtractor
 

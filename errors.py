@@ -46,11 +46,13 @@ def writing(path: Path | str) -> Iterator[None]:
         raise write_failure(path, exc) from exc
 
 
-def run_cli(body: Callable[[], int]) -> int:
-    """Run a script's body; a :class:`LostError` (or an unhandled write failure) is printed as
-    ``error: <message>`` on one line of stderr and gives exit status 2."""
+def run_cli(body: Callable[[], int | None]) -> int:
+    """The exit status of a script's body: its own (None counts as 0); 2 when it raises a
+    :class:`LostError` (or an unhandled write failure), printed as ``error: <message>`` on one
+    line of stderr."""
     try:
-        return body()
+        status = body()
+        return 0 if status is None else status
     except LostError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -12,7 +12,7 @@ when the process dies, however it dies): a second command started on the same ru
 at once with the pid and host of the one running, and a run killed with SIGKILL leaves nothing
 that blocks the next start.
 
-Final outputs are written with :func:`datasets.atomic_write`: a reader sees the old file or the
+Final outputs are written with :func:`safe_files.atomic_write`: a reader sees the old file or the
 new one, never half of one.
 """
 

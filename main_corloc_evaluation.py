@@ -21,7 +21,9 @@ from pathlib import Path
 import numpy as np
 
 import datasets
-from errors import LostError
+import metrics
+import safe_files
+from errors import LostError, run_cli
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -47,12 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def detectron_image_id(record: datasets.ImageRecord, dataset: str) -> str:
     """The image_id the detector pipeline writes for a record: for VOC the ImageSets id, i.e.
     the JPEG's stem ("000005", "2008_000008"); for COCO20k the COCO id (the record name)."""
-    return _canonical_id(record.path.stem if dataset.startswith("VOC") else record.name)
-
-
-def _canonical_id(image_id: str) -> str:
-    """Digit-only ids compare as integers ("000005" and 5 are the same image)."""
-    return str(int(image_id)) if image_id.isdigit() else image_id
+    return datasets.canonical_image_id(record.path.stem if dataset.startswith("VOC") else record.name)
 
 
 def load_predictions(
@@ -60,32 +57,32 @@ def load_predictions(
 ) -> dict[str, np.ndarray]:
     """Predictions keyed by record name: box [x1, y1, x2, y2] per image."""
     if type_pred == "boxes_OD":
-        return datasets.read_predictions(pred_file)
-    by_id = {_canonical_id(image_id): box for image_id, box in datasets.read_detectron_predictions(pred_file).items()}
+        return safe_files.read_predictions(pred_file)
+    detections = safe_files.read_detectron_predictions(pred_file)
+    by_id = {datasets.canonical_image_id(image_id): box for image_id, box in detections.items()}
     keys = {record.name: detectron_image_id(record, dataset) for record in records}
     return {name: by_id[key] for name, key in keys.items() if key in by_id}
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        spec = datasets.load_dataset(args.dataset, args.set, args.datasets_root, args.no_hard)
-        predictions = load_predictions(args.pred_file, args.type_pred, args.dataset, spec.records)
-        missing = sum(record.name not in predictions for record in spec.records)
-        if spec.records and missing == len(spec.records):
-            raise LostError(
-                f"{args.pred_file}: no prediction for any of the {len(spec.records)} images of {spec.name}; "
-                "check --dataset, --set and --type_pred"
-            )
-    except LostError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+def evaluate(args: argparse.Namespace) -> None:
+    """Print the CorLoc of the predictions; skipped images and misses by absence go to stderr."""
+    spec = datasets.load_dataset(args.dataset, args.set, args.datasets_root, args.no_hard)
+    predictions = load_predictions(args.pred_file, args.type_pred, args.dataset, spec.records)
+    missing = sum(record.name not in predictions for record in spec.records)
+    if spec.records and missing == len(spec.records):
+        raise LostError(
+            f"{args.pred_file}: no prediction for any of the {len(spec.records)} images of {spec.name}; "
+            "check --dataset, --set and --type_pred"
+        )
     for name, reason in spec.skipped:
         print(f"skipped {name}: {reason}", file=sys.stderr)
     if missing:
         print(f"{missing} of {len(spec.records)} images have no prediction and count as misses", file=sys.stderr)
-    print(datasets.evaluate_corloc(spec.records, predictions).summary())
-    return 0
+    print(metrics.evaluate_corloc(spec.records, predictions).summary())
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(lambda: evaluate(parse_args(argv)))
 
 
 if __name__ == "__main__":

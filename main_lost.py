@@ -24,23 +24,15 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from datasets import (
-    CorLocMeter,
-    DatasetSpec,
-    ImageRecord,
-    atomic_write,
-    evaluate_corloc,
-    is_correct_localization,
-    load_dataset,
-    single_image_records,
-    write_predictions,
-)
+from datasets import DatasetSpec, ImageRecord, load_dataset, single_image_records
 from engine import PRECISIONS, Discovery, DiscoveryConfig, discover_batches
 from errors import LostError, run_cli
 from journal import Journal, merge_journals
+from metrics import CorLocMeter, evaluate_corloc, is_correct_localization
 from methods import METHODS, PICTURE_KINDS, Method, add_method_flags, method_entry, params_from_args
 from networks import BACKBONES, BackboneSpec, FeatureExtractor, load_backbone
 from run_spec import RunSpec
+from safe_files import atomic_write, write_predictions
 from visualizations import save_png
 
 

@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 import visualizations
-from datasets import load_rgb
+from images import load_rgb
 from errors import LostError
 from networks import BackboneSpec, Features
 from object_discovery import LostResult, dino_seg, lost_batch, seed_component_box

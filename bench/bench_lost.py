@@ -35,14 +35,19 @@ import time
 from pathlib import Path
 
 import numpy as np
-import scipy.ndimage
 import torch
 from PIL import Image, ImageDraw
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
 
-from datasets import box_iou, image_to_tensor, pad_to_multiple, single_image_records  # noqa: E402
+from published_lost import published_style_lost  # noqa: E402
+
+from datasets import single_image_records  # noqa: E402
 from engine import DiscoveryConfig, discover  # noqa: E402
+from images import image_to_tensor, pad_to_multiple  # noqa: E402
+from metrics import box_iou  # noqa: E402
 from networks import FeatureExtractor, build_model, get_model  # noqa: E402
 
 VOC_SIZES = [(500, 375)] * 8 + [(375, 500)] * 4 + [(500, 333)] * 4 + [(333, 500)] * 2 + [
@@ -85,32 +90,6 @@ def random_state_dict(arch: str, patch_size: int, qk_gain: float) -> dict[str, t
         if name.endswith("attn.qkv.weight"):
             tensor[: 2 * tensor.shape[1]] *= qk_gain
     return state
-
-
-def published_style_lost(
-    feats: torch.Tensor, grid: tuple[int, int], patch: int, size: tuple[int, int], k: int
-) -> tuple[list[int], int]:
-    """LOST as the published code computes it, on the whole (N, N) similarity matrix: zeroed
-    diagonal and negatives, -degree sorted as float32 by the unstable descending argsort,
-    expansion over whole rows. feats: (N, d); size: (H, W). Returns (box, seed)."""
-    similarity = feats @ feats.T
-    positive = similarity.clone()
-    positive.fill_diagonal_(0)
-    positive[positive < 0] = 0
-    order = torch.argsort(-torch.sum(positive > 0, dim=1).type(torch.float32), descending=True)
-    seed = order[0]
-    potentials = order[:k]
-    similars = potentials[similarity[seed, potentials] > 0.0]
-    expansion = torch.sum(similarity[similars, :], dim=0)
-    labels, _ = scipy.ndimage.label(expansion.reshape(grid).numpy() > 0.0)
-    rows, cols = np.nonzero(labels == labels[np.unravel_index(int(seed), grid)])
-    box = [
-        int(cols.min()) * patch,
-        int(rows.min()) * patch,
-        min(int(cols.max() + 1) * patch, size[1]),
-        min(int(rows.max() + 1) * patch, size[0]),
-    ]
-    return box, int(seed)
 
 
 def run_baseline(folder: Path, checkpoint: Path, arch: str, patch: int, device: str) -> dict[str, list]:

@@ -10,8 +10,9 @@ from PIL import Image
 from tiny_datasets import make_coco_tree, make_voc_tree
 
 import main_lost
-from datasets import is_correct_localization, read_predictions
+from metrics import is_correct_localization
 from networks import build_model
+from safe_files import read_predictions
 
 ROOT = Path(__file__).resolve().parents[1]
 

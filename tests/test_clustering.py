@@ -11,8 +11,9 @@ from tiny_datasets import make_voc_tree
 
 import cluster_for_OD
 import clustering
-import datasets
+import images
 import networks
+import safe_files
 from errors import LostError
 
 
@@ -47,15 +48,15 @@ def test_boxes_are_clipped_to_the_image_and_kept_non_empty():
 
 
 def test_crop_covers_the_box_only(tmp_path):
-    image = datasets.load_rgb(two_colour_image(tmp_path / "im.png"))
+    image = images.load_rgb(two_colour_image(tmp_path / "im.png"))
     crop = clustering.crop_tensor(image, np.array([50, 10, 90, 30]), 16)  # 40 x 20 of blue
     assert crop.shape == (3, 256, 512)
-    blue = datasets.image_to_tensor(Image.new("RGB", (1, 1), (0, 0, 255)))[:, 0, 0]
+    blue = images.image_to_tensor(Image.new("RGB", (1, 1), (0, 0, 255)))[:, 0, 0]
     assert torch.allclose(crop, blue[:, None, None].expand_as(crop), atol=1e-5)
 
 
 def test_crop_is_cut_to_whole_patches(tmp_path):
-    image = datasets.load_rgb(two_colour_image(tmp_path / "im.png"))
+    image = images.load_rgb(two_colour_image(tmp_path / "im.png"))
     # 30 x 31 box -> 256 x 264 resized -> 256 x 256 for p = 16, 256 x 264 for p = 8
     assert clustering.crop_tensor(image, np.array([0, 0, 31, 30]), 16).shape == (3, 256, 256)
     assert clustering.crop_tensor(image, np.array([0, 0, 31, 30]), 8).shape == (3, 256, 264)
@@ -64,10 +65,10 @@ def test_crop_is_cut_to_whole_patches(tmp_path):
 
 def test_cutting_to_whole_patches_leaves_the_cls_embedding_unchanged(tmp_path):
     model = tiny_vit(patch_size=16)
-    image = datasets.load_rgb(two_colour_image(tmp_path / "im.png"))
+    image = images.load_rgb(two_colour_image(tmp_path / "im.png"))
     box = np.array([5, 5, 36, 35])  # 31 x 30 -> resized 264 x 256, cut to 256 x 256
     x1, y1, x2, y2 = box
-    full = datasets.image_to_tensor(image.crop((x1, y1, x2, y2)).resize((264, 256), Image.BICUBIC))
+    full = images.image_to_tensor(image.crop((x1, y1, x2, y2)).resize((264, 256), Image.BICUBIC))
     with torch.no_grad():
         expected = model(full[None])
         cut = model(clustering.crop_tensor(image, box, 16)[None])
@@ -101,7 +102,7 @@ def test_batched_features_equal_one_by_one_features(crops_on_disk):
     np.testing.assert_allclose(np.linalg.norm(batched, axis=1), 1.0, atol=1e-6)
     np.testing.assert_allclose(batched[0], batched[3], atol=1e-6)  # same crop, same row
     with torch.no_grad():
-        image = datasets.load_rgb(paths[2])
+        image = images.load_rgb(paths[2])
         direct = torch.nn.functional.normalize(model(clustering.crop_tensor(image, boxes[2], 16)[None]), dim=1)
     np.testing.assert_allclose(batched[2], direct[0].numpy(), atol=1e-5)
 
@@ -218,7 +219,7 @@ def test_feature_cache_is_used_only_for_the_same_boxes_and_model(tmp_path):
 def voc_predictions(tmp_path):
     tree = make_voc_tree(tmp_path / "datasets")
     preds = {name: boxes[0] for name, boxes in tree.gt.items()}
-    datasets.write_predictions(tmp_path / "lost", preds)
+    safe_files.write_predictions(tmp_path / "lost", preds)
     return tree, tmp_path / "lost" / "preds.pkl"
 
 
@@ -252,7 +253,7 @@ def test_cli_with_a_real_vit_checkpoint(voc_predictions, vit_tiny_checkpoint):
 def test_cli_reports_predictions_of_another_data_set(voc_predictions, tmp_path, capsys):
     tree, _ = voc_predictions
     other = tmp_path / "other"
-    datasets.write_predictions(other, {"999999.jpg": np.array([0, 0, 4, 4])})
+    safe_files.write_predictions(other, {"999999.jpg": np.array([0, 0, 4, 4])})
     argv = ["--pred_file", str(other / "preds.pkl"), "--datasets_root", str(tree.datasets_root)]
     assert cluster_for_OD.main(argv) == 2
     err = capsys.readouterr().err

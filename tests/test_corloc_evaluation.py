@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from tiny_datasets import make_coco_tree, make_voc_tree
 
-import datasets
 import main_corloc_evaluation
+import safe_files
 
 # 000001 exact: hit. 000002 whole image: IoU 1 with the truncated box, 576/3072 with the other.
 # 000003 [4,4,12,20] vs [4,4,20,20]: 128/256 = 0.5 exactly: hit. 000004 absent: miss.
@@ -53,7 +53,7 @@ def voc_root(tmp_path):
 @pytest.mark.parametrize(("no_hard", "expected"), [([], "corloc: 75.00 (3/4)"), (["--no_hard"], "corloc: 33.33 (1/3)")])
 def test_boxes_od_pickle_on_voc(voc_root, tmp_path, capsys, no_hard, expected):
     # --no_hard: 000003 is gone; 000002 is judged on [32,16,56,40] only (576/3072): miss.
-    datasets.write_predictions(tmp_path / "run", VOC_BOXES)
+    safe_files.write_predictions(tmp_path / "run", VOC_BOXES)
     code, out, err = run(capsys, tmp_path / "run" / "preds.pkl", voc_root, extra=no_hard)
     assert code == 0
     assert out.strip() == expected
@@ -61,7 +61,7 @@ def test_boxes_od_pickle_on_voc(voc_root, tmp_path, capsys, no_hard, expected):
 
 
 def test_boxes_od_json_on_voc(voc_root, tmp_path, capsys):
-    datasets.write_predictions(tmp_path / "run", VOC_BOXES)
+    safe_files.write_predictions(tmp_path / "run", VOC_BOXES)
     code, out, _ = run(capsys, tmp_path / "run" / "preds.json", voc_root)
     assert (code, out.strip()) == (0, "corloc: 75.00 (3/4)")
 

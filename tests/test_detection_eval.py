@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from detection_fixtures import load_tool, make_voc_detection_tree
 
-from detection_data import VOC_CLASSES as CLASSES
+from datasets import VOC_CLASSES as CLASSES
 from detection_eval import (
     ClassGroundTruth,
     Detections,
@@ -19,9 +19,10 @@ from detection_eval import (
     load_coco_results,
     load_voc_ground_truth,
     match_detections,
-    pairwise_iou,
     voc_ap,
 )
+from errors import LostError
+from metrics import box_iou
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -95,8 +96,8 @@ def test_iou_equals_the_devkit_plus_one_arithmetic():
     # VOC XML (1, 1, 10, 10) -> [0, 0, 10, 10]; detection [x, y, w, h] = [2, 2, 9, 9] -> [2, 2, 11, 11].
     # Devkit: det (x+1, y+1, x+w, y+h) = (3, 3, 11, 11); inter (10-3+1)^2 = 64;
     # union (11-3+1)^2 + (10-1+1)^2 - 64 = 117.
-    iou = pairwise_iou(np.array([[2.0, 2, 11, 11]]), np.array([[[0.0, 0, 10, 10]]]))
-    assert iou[0, 0] == pytest.approx(64 / 117)
+    iou = box_iou(np.array([2.0, 2, 11, 11]), np.array([0.0, 0, 10, 10]))
+    assert iou == pytest.approx(64 / 117)
 
 
 def test_hungarian_matching_maximizes_the_summed_reward():
@@ -200,3 +201,10 @@ def test_evaluation_runs_without_detectron2(voc_dir, tmp_path):
     done = subprocess.run([sys.executable, "-c", code, *argv], cwd=ROOT, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     assert "mean AP50 83.33" in done.stdout
+
+
+def test_results_without_category_are_refused(voc_dir, tmp_path):
+    results = tmp_path / "coco_instances_results.json"
+    results.write_text(json.dumps([{"image_id": "000003", "bbox": [4, 4, 16, 16], "score": 0.9}]))
+    with pytest.raises(LostError, match="detection 0 has no category_id"):
+        load_coco_results(results, ["000003"])

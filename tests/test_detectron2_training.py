@@ -18,9 +18,10 @@ pytest.importorskip(
 
 from detection_fixtures import load_tool, make_voc_detection_tree
 
-import datasets
 import detection_data
 import detector_training
+import images
+import safe_files
 from errors import LostError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,8 +71,8 @@ def test_configs_follow_the_paper(name, num_classes, train, test, max_iter):
     assert cfg.MODEL.RESNETS.NORM == "SyncBN" and cfg.MODEL.RESNETS.STRIDE_IN_1X1 is False
     assert cfg.MODEL.BACKBONE.FREEZE_AT == 2
     assert cfg.INPUT.FORMAT == "RGB"
-    assert cfg.MODEL.PIXEL_MEAN == pytest.approx([255 * m for m in datasets.IMAGENET_MEAN])
-    assert cfg.MODEL.PIXEL_STD == pytest.approx([255 * s for s in datasets.IMAGENET_STD])
+    assert cfg.MODEL.PIXEL_MEAN == pytest.approx([255 * m for m in images.IMAGENET_MEAN])
+    assert cfg.MODEL.PIXEL_STD == pytest.approx([255 * s for s in images.IMAGENET_STD])
     assert cfg.INPUT.MIN_SIZE_TRAIN == tuple(range(480, 801, 32)) and cfg.INPUT.MIN_SIZE_TEST == 800
     assert (cfg.SOLVER.BASE_LR, cfg.SOLVER.WARMUP_ITERS, cfg.SOLVER.IMS_PER_BATCH) == (0.02, 100, 16)
     assert cfg.SOLVER.STEPS == (18000, 22000) and cfg.SOLVER.MAX_ITER == max_iter
@@ -101,14 +102,14 @@ def test_prepared_files_register_as_detectron2_data_sets(tmp_path):
 
     voc_dir = make_voc_detection_tree(tmp_path / "datasets")
     prepared = tmp_path / "prepared"
-    detection_data.write_json(
+    safe_files.write_json(
         prepared / "voc_2007_test_coco_style.json", detection_data.voc_coco_style(voc_dir, "2007", "test", False)
     )
     records = detection_data.voc_pseudo_box_records(
         voc_dir, "2007", {"000001.jpg": np.array([8, 8, 40, 32])}, {"000001.jpg": 4}
     )
     od = detection_data.od_dataset("2007", 5)
-    detection_data.write_json(od.path(prepared), detection_data.dataset_dicts_file(records, od, "test"))
+    safe_files.write_json(od.path(prepared), detection_data.dataset_dicts_file(records, od, "test"))
     names = detector_training.register_prepared_datasets(prepared)
     assert {"voc_2007_trainval_LOST_CAD", "coco20k_train_CAD_gt", "voc_2007_trainval_LOST_OD_clu5"} <= set(names)
     test = DatasetCatalog.get("voc_2007_test_coco_style")
@@ -169,7 +170,7 @@ def pipeline(tmp_path_factory):
     to detectron2's format, and the prepared CAD data."""
     work = tmp_path_factory.mktemp("pipeline")
     voc_dir = make_voc_detection_tree(work / "datasets")
-    datasets.write_predictions(
+    safe_files.write_predictions(
         work / "lost", {"000001.jpg": np.array([8, 8, 40, 32]), "000002.jpg": np.array([32, 16, 56, 40])}
     )
     torch.manual_seed(0)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import tiny_vit
 
-from datasets import box_iou, image_to_tensor, load_rgb, pad_to_multiple, single_image_records
+from datasets import single_image_records
 from engine import (
     DiscoveryConfig,
     SizeBucketBatchSampler,
@@ -16,7 +16,9 @@ from engine import (
     discover_batches,
     read_padded_sizes,
 )
+from images import image_to_tensor, load_rgb, pad_to_multiple
 from methods import DinoSegParams
+from metrics import box_iou
 from networks import FeatureExtractor, build_model
 from object_discovery import dino_seg, lost
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from bench_lost import published_style_lost
+from published_lost import published_style_lost
 
 from object_discovery import (
     dino_seg,

@@ -17,7 +17,7 @@ from tiny_datasets import make_coco_tree, make_voc_tree
 
 import journal as journal_module
 import main_lost
-from datasets import read_predictions
+from safe_files import read_predictions
 
 ROOT = Path(__file__).resolve().parents[1]
 

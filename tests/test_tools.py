@@ -15,8 +15,8 @@ from pycocotools.cocoeval import COCOeval
 from tiny_datasets import coco_file_name, make_coco_tree
 
 import clustering
-import datasets
 import detection_data
+import safe_files
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_PREDICTIONS = ROOT / "data" / "LOST_predictions" / "LOST_VOC07.pkl"
@@ -85,7 +85,7 @@ def test_conversion_writes_detectron2_weights(resnet50_state, tmp_path, capsys):
     output = tmp_path / "d2" / "weights.pkl"
     assert run_tool("convert_pretrained_to_detectron_format", "--input", source, "--output", output) == 0
     assert "265 ResNet-50 parameters" in capsys.readouterr().out
-    content = datasets.restricted_load(output)  # numpy arrays and builtins only
+    content = safe_files.restricted_load(output)  # numpy arrays and builtins only
     assert content["matching_heuristics"] is True and "__author__" in content
     weights = content["model"]
     assert len(weights) == 265
@@ -151,7 +151,9 @@ def voc_dir(tmp_path):
 
 def test_voc_cad_pseudo_boxes_become_detectron2_records(voc_dir, tmp_path):
     lost = tmp_path / "lost"
-    datasets.write_predictions(lost, {"000002.jpg": np.array([32, 16, 56, 40]), "000001.jpg": np.array([8, 8, 40, 32])})
+    safe_files.write_predictions(
+        lost, {"000002.jpg": np.array([32, 16, 56, 40]), "000001.jpg": np.array([8, 8, 40, 32])}
+    )
     out = tmp_path / "prepared"
     tool = "prepare_voc_LOST_CAD_pseudo_boxes_in_detectron2_format"
     assert (
@@ -171,7 +173,7 @@ def test_voc_cad_pseudo_boxes_become_detectron2_records(voc_dir, tmp_path):
 
 
 def test_pseudo_boxes_of_missing_images_are_a_user_error(voc_dir, tmp_path, capsys):
-    datasets.write_predictions(tmp_path / "lost", {"000009.jpg": np.array([0, 0, 4, 4])})
+    safe_files.write_predictions(tmp_path / "lost", {"000009.jpg": np.array([0, 0, 4, 4])})
     tool = "prepare_voc_LOST_CAD_pseudo_boxes_in_detectron2_format"
     argv = ["--pboxes", tmp_path / "lost" / "preds.pkl", "--voc_dir", voc_dir, "--output_dir", tmp_path]
     assert run_tool(tool, *argv) == 2
@@ -206,7 +208,7 @@ def shipped_tree(root: Path, names: list[str]) -> Path:
 
 @pytest.mark.skipif(not SHIPPED_PREDICTIONS.is_file(), reason="data/LOST_predictions/LOST_VOC07.pkl not shipped yet")
 def test_shipped_lost_boxes_prepare_for_cad_and_od(tmp_path):
-    boxes = datasets.read_predictions(SHIPPED_PREDICTIONS)
+    boxes = safe_files.read_predictions(SHIPPED_PREDICTIONS)
     assert len(boxes) == 5011
     voc_dir = shipped_tree(tmp_path / "datasets", list(boxes))
     out = tmp_path / "prepared"
@@ -278,7 +280,7 @@ def coco_tree(tmp_path):
 def test_coco20k_pseudo_boxes_become_detectron2_records(coco_tree, tmp_path):
     coco_dir = coco_tree.datasets_root / "COCO"
     preds = {"42": np.array([10, 4, 12, 14]), coco_file_name(7): np.array([20, 11, 51, 31])}
-    datasets.write_predictions(tmp_path / "lost", preds)
+    safe_files.write_predictions(tmp_path / "lost", preds)
     out = tmp_path / "prepared"
     tool = "prepare_coco_LOST_CAD_pseudo_boxes_in_detectron2_format"
     assert run_tool(tool, "--pboxes", tmp_path / "lost" / "preds.pkl", "--coco_dir", coco_dir, "--output_dir", out) == 0
@@ -291,7 +293,7 @@ def test_coco20k_pseudo_boxes_become_detectron2_records(coco_tree, tmp_path):
 
 
 def test_coco20k_pseudo_boxes_of_unknown_images_are_a_user_error(coco_tree, tmp_path, capsys):
-    datasets.write_predictions(tmp_path / "lost", {"12345": np.array([0, 0, 4, 4])})
+    safe_files.write_predictions(tmp_path / "lost", {"12345": np.array([0, 0, 4, 4])})
     tool = "prepare_coco_LOST_CAD_pseudo_boxes_in_detectron2_format"
     argv = [
         "--pboxes",

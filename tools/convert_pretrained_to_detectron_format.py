@@ -13,10 +13,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project's modules
 
-import datasets
 import detection_data
 import networks
-from errors import LostError
+import safe_files
+from errors import run_cli
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -29,18 +29,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        state_dict = networks.load_checkpoint_state_dict(args.input, args.checkpoint_key, flag="--input")
-        weights = detection_data.resnet50_to_detectron2(state_dict, f"--input {args.input}")
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        datasets.atomic_write(args.output, detection_data.detectron2_weights_pickle(weights))
-    except LostError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+def convert(args: argparse.Namespace) -> None:
+    state_dict = networks.load_checkpoint_state_dict(args.input, args.checkpoint_key, flag="--input")
+    weights = detection_data.resnet50_to_detectron2(state_dict, f"--input {args.input}")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    safe_files.atomic_write(args.output, detection_data.detectron2_weights_pickle(weights))
     print(f"{len(weights)} ResNet-50 parameters written in detectron2's format at {args.output}")
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(lambda: convert(parse_args(argv)))
 
 
 if __name__ == "__main__":

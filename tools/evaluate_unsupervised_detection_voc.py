@@ -10,15 +10,16 @@ then AP50, AP75 and AP (IoU 0.50:0.95) are printed per class and overall. Needs 
 """
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project's modules
 
+import datasets
 import detection_data
 import detection_eval
-from errors import LostError
+import safe_files
+from errors import LostError, run_cli
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -31,26 +32,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        image_ids, gts = detection_eval.load_voc_ground_truth(args.voc_dir, args.year, args.set)
-        detections, elsewhere = detection_eval.load_coco_results(args.results, image_ids)
-        if not detections:
-            where = f"the {len(image_ids)} images of VOC{args.year} {args.set}"
-            raise LostError(f"{args.results}: no detection on {where}; check --year and --set")
-    except LostError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+def evaluate(args: argparse.Namespace) -> None:
+    image_ids, gts = detection_eval.load_voc_ground_truth(args.voc_dir, args.year, args.set)
+    detections, elsewhere = detection_eval.load_coco_results(args.results, image_ids)
+    if not detections:
+        where = f"the {len(image_ids)} images of VOC{args.year} {args.set}"
+        raise LostError(f"{args.results}: no detection on {where}; check --year and --set")
     if elsewhere:
         print(f"{elsewhere} detections on images outside VOC{args.year} {args.set} ignored", file=sys.stderr)
-    result, matching, cluster_ids = detection_eval.evaluate_clusters(gts, detections, detection_data.VOC_CLASSES)
+    result, matching, cluster_ids = detection_eval.evaluate_clusters(gts, detections, datasets.VOC_CLASSES)
     matched = f"Hungarian matching of {len(cluster_ids)} clusters to {len(gts)} classes"
     print(f"{matched}: mean AP50 {100 * matching.mean_ap50:.2f}")
     print(detection_eval.summary(result, matching, cluster_ids))
     if args.output:
-        args.output.write_text(json.dumps(detection_eval.report(result, matching, cluster_ids), indent=2))
-    return 0
+        safe_files.write_json(args.output, detection_eval.report(result, matching, cluster_ids), indent=2)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(lambda: evaluate(parse_args(argv)))
 
 
 if __name__ == "__main__":

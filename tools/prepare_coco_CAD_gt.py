@@ -14,7 +14,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project's mo
 
 import datasets
 import detection_data
-from errors import LostError
+import safe_files
+from errors import run_cli
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -31,18 +32,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def prepare(args: argparse.Namespace) -> None:
+    path = detection_data.KNOWN_DATASETS["coco20k_train_CAD_gt"].path(args.output_dir)
+    content = detection_data.coco20k_cad_gt(args.coco_dir, args.file_coco20k)
+    safe_files.write_json(path, content)
+    print(f"COCO20k: {len(content['images'])} images, {len(content['annotations'])} boxes -> {path}")
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    dataset = detection_data.KNOWN_DATASETS["coco20k_train_CAD_gt"]
-    try:
-        content = detection_data.coco20k_cad_gt(args.coco_dir, args.file_coco20k)
-        detection_data.write_json(dataset.path(args.output_dir), content)
-    except LostError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    counts = f"{len(content['images'])} images, {len(content['annotations'])} boxes"
-    print(f"COCO20k: {counts} -> {dataset.path(args.output_dir)}")
-    return 0
+    return run_cli(lambda: prepare(parse_args(argv)))
 
 
 if __name__ == "__main__":

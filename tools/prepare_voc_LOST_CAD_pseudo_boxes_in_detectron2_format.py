@@ -12,9 +12,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project's modules
 
-import datasets
 import detection_data
-from errors import LostError
+import safe_files
+from errors import run_cli
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -28,20 +28,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def prepare(args: argparse.Namespace) -> None:
     voc_dir = args.voc_dir or Path("datasets") / f"VOC{args.year}"
     dataset = detection_data.KNOWN_DATASETS[f"voc_{args.year}_trainval_LOST_CAD"]
-    try:
-        boxes = datasets.read_predictions(args.pboxes)
-        records = detection_data.voc_pseudo_box_records(voc_dir, args.year, boxes)
-        content = detection_data.dataset_dicts_file(records, dataset, str(args.pboxes))
-        detection_data.write_json(dataset.path(args.output_dir), content)
-    except LostError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"{len(records)} images with a pseudo-box written at {dataset.path(args.output_dir)}")
-    return 0
+    boxes = safe_files.read_predictions(args.pboxes)
+    records = detection_data.voc_pseudo_box_records(voc_dir, args.year, boxes)
+    path = detection_data.write_dataset_dicts(records, dataset, args.pboxes, args.output_dir)
+    print(f"{len(records)} images with a pseudo-box written at {path}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(lambda: prepare(parse_args(argv)))
 
 
 if __name__ == "__main__":

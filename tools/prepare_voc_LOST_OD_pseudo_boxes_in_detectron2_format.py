@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project's mo
 
 import clustering
 import detection_data
-from errors import LostError
+from errors import LostError, run_cli
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -29,25 +29,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def prepare(args: argparse.Namespace) -> None:
     voc_dir = args.voc_dir or Path("datasets") / f"VOC{args.year}"
-    try:
-        pseudo = clustering.read_pseudo_labels(args.pboxes)
-        if not pseudo:
-            raise LostError(f"{args.pboxes}: holds no pseudo-box; run cluster_for_OD.py again")
-        boxes = {name: entry.box for name, entry in pseudo.items()}
-        labels = {name: entry.label for name, entry in pseudo.items()}
-        dataset = detection_data.od_dataset(args.year, max(labels.values()) + 1)
-        records = detection_data.voc_pseudo_box_records(voc_dir, args.year, boxes, labels)
-        content = detection_data.dataset_dicts_file(records, dataset, str(args.pboxes))
-        detection_data.write_json(dataset.path(args.output_dir), content)
-    except LostError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    counts = f"{len(records)} images with a pseudo-box of {len(dataset.classes)} clusters"
-    print(f"{counts} written at {dataset.path(args.output_dir)}")
-    return 0
+    pseudo = clustering.read_pseudo_labels(args.pboxes)
+    if not pseudo:
+        raise LostError(f"{args.pboxes}: holds no pseudo-box; run cluster_for_OD.py again")
+    boxes = {name: entry.box for name, entry in pseudo.items()}
+    labels = {name: entry.label for name, entry in pseudo.items()}
+    dataset = detection_data.od_dataset(args.year, max(labels.values()) + 1)
+    records = detection_data.voc_pseudo_box_records(voc_dir, args.year, boxes, labels)
+    path = detection_data.write_dataset_dicts(records, dataset, args.pboxes, args.output_dir)
+    print(f"{len(records)} images with a pseudo-box of {len(dataset.classes)} clusters written at {path}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(lambda: prepare(parse_args(argv)))
 
 
 if __name__ == "__main__":

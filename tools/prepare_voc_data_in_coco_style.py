@@ -14,8 +14,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project's modules
 
+import datasets
 import detection_data
-from errors import LostError
+import safe_files
+from errors import LostError, run_cli
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -29,31 +31,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def prepare(args: argparse.Namespace) -> None:
     voc_dirs = {"2007": args.voc07_dir, "2012": args.voc12_dir}
     cad = "_CAD" if args.is_CAD else ""
     written = []
-    try:
-        for year, image_set in detection_data.VOC_GT_SETS:
-            dataset = detection_data.KNOWN_DATASETS[f"voc_{year}_{image_set}{cad}_coco_style"]
-            set_file = detection_data.voc_set_file(voc_dirs[year], year, image_set)
-            if not set_file.is_file():
-                print(f"skipped VOC{year} {image_set}: {set_file} not found", file=sys.stderr)
-                continue
-            content = detection_data.voc_coco_style(voc_dirs[year], year, image_set, args.is_CAD)
-            detection_data.write_json(dataset.path(args.output_dir), content)
-            written.append(dataset.path(args.output_dir))
-            counts = f"{len(content['images'])} images, {len(content['annotations'])} boxes"
-            print(f"VOC{year} {image_set}: {counts} -> {written[-1]}")
-        if not written:
-            raise LostError(
-                f"no VOC image set found under --voc07_dir {args.voc07_dir} or --voc12_dir {args.voc12_dir}"
-            )
-    except LostError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    for year, image_set in detection_data.VOC_GT_SETS:
+        set_file = datasets.voc_set_file(voc_dirs[year], year, image_set)
+        if not set_file.is_file():
+            print(f"skipped VOC{year} {image_set}: {set_file} not found", file=sys.stderr)
+            continue
+        path = detection_data.KNOWN_DATASETS[f"voc_{year}_{image_set}{cad}_coco_style"].path(args.output_dir)
+        content = detection_data.voc_coco_style(voc_dirs[year], year, image_set, args.is_CAD)
+        safe_files.write_json(path, content)
+        written.append(path)
+        print(f"VOC{year} {image_set}: {len(content['images'])} images, {len(content['annotations'])} boxes -> {path}")
+    if not written:
+        raise LostError(f"no VOC image set found under --voc07_dir {args.voc07_dir} or --voc12_dir {args.voc12_dir}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(lambda: prepare(parse_args(argv)))
 
 
 if __name__ == "__main__":

@@ -21,15 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project's modules
 
-try:
-    import detector_training
-except ImportError as exc:
-    print(
-        f"error: detectron2 cannot be imported ({exc}); install it with bash tools/install_detectron2.sh "
-        "or pip install 'git+https://github.com/facebookresearch/detectron2.git'",
-        file=sys.stderr,
-    )
-    sys.exit(2)
+import detection_data
 
 if __name__ == "__main__":
-    sys.exit(detector_training.main(description=__doc__.splitlines()[0]))
+    sys.exit(detection_data.run_training_script(__doc__.splitlines()[0]))
