@@ -190,11 +190,13 @@ def _padded(length: int, multiple: int) -> int:
 @dataclass(frozen=True)
 class ImageRecord:
     """One image: `name` (VOC file name, COCO str(image_id), or file name), its path, and its
-    ground truth `gt_boxes: (K, 4) int64` [x1, y1, x2, y2] x2/y2 exclusive, or None."""
+    ground truth `gt_boxes: (K, 4) int64` [x1, y1, x2, y2] x2/y2 exclusive, or None;
+    `gt_labels`: the class name of each gt box, or None when not read."""
 
     name: str
     path: Path
     gt_boxes: np.ndarray | None
+    gt_labels: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
