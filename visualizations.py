@@ -14,6 +14,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from errors import writing
+from found import FoundResult
 from object_discovery import cells_to_box
 
 BOX_COLOR = (255, 32, 32)
@@ -140,3 +141,17 @@ def save_png(picture: Image.Image, folder: Path, image_name: str, kind: str) -> 
         folder.mkdir(parents=True, exist_ok=True)
         picture.save(path)
     return path
+
+
+def found_picture(
+    image: Image.Image, result: FoundResult, grid: tuple[int, int], scales: tuple[float, float]
+) -> Image.Image:
+    """FOUND's result: the image with its box in red | its foreground patches in yellow over the image.
+
+    result.mask: (N,) bool over the grid (h, w); the box is ``[x1, y1, x2, y2]``, x2/y2 exclusive.
+    """
+    image_size = (image.height, image.width)
+    mask = result.mask.reshape(grid).cpu().numpy()
+    colors = np.where(mask[..., None], np.array(SEED_COLOR, np.uint8), np.uint8(30)).astype(np.uint8)
+    overlay = Image.blend(image, grid_to_image(colors, scales, image_size), 0.6)
+    return side_by_side([draw_box(image, result.box, BOX_COLOR), overlay])
