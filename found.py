@@ -43,10 +43,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from bilateral_solver import BilateralSolver, bilateral_grid
-from datasets import atomic_write
 from errors import LostError
-from networks import _one_line
+from networks import one_line
 from object_discovery import cells_to_box, largest_component_cells
+from safe_files import atomic_write
 
 FOREGROUND_PROBABILITY = 0.5
 """A patch is foreground when ``sigmoid(score) > 0.5``, computed in float32 as published."""
@@ -347,7 +347,7 @@ def download_found_weights() -> Path:
         torch.hub.download_url_to_file(FOUND_WEIGHTS_URL, str(cached), hash_prefix=FOUND_WEIGHTS_SHA256, progress=False)
     except Exception as exc:  # no network, HTTP errors, a changed file, an unwritable cache
         raise LostError(
-            f"cannot download FOUND's head {FOUND_WEIGHTS_URL} ({_one_line(exc)}); connect to the network, "
+            f"cannot download FOUND's head {FOUND_WEIGHTS_URL} ({one_line(exc)}); connect to the network, "
             f"or put that file at {cached}, or pass --found_weights PATH to a local copy"
         ) from exc
     return cached
@@ -375,7 +375,7 @@ def load_found_head(path: str | Path | None = None, embed_dim: int | None = None
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # arbitrary bytes make the unpickler fail in arbitrary ways
         raise LostError(
-            f"{source}: not a readable PyTorch file ({_one_line(exc)}); pass a file written by torch.save"
+            f"{source}: not a readable PyTorch file ({one_line(exc)}); pass a file written by torch.save"
         ) from exc
     return head_from_checkpoint(checkpoint, source, embed_dim)
 

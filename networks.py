@@ -450,7 +450,7 @@ def _check_device(device: str | torch.device) -> torch.device:
     try:
         target = torch.device(device)
     except RuntimeError as exc:
-        raise LostError(f"--device {device}: not a device ({_one_line(exc)}); use cpu or cuda") from exc
+        raise LostError(f"--device {device}: not a device ({one_line(exc)}); use cpu or cuda") from exc
     if target.type == "cuda" and not torch.cuda.is_available():
         raise LostError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
     return target
@@ -463,7 +463,7 @@ def download_state_dict(url: str) -> dict[str, Tensor]:
         return torch.hub.load_state_dict_from_url(url, map_location="cpu", check_hash=True, weights_only=True)
     except Exception as exc:  # no network, HTTP errors, or a damaged file in the cache
         raise LostError(
-            f"cannot get the weights {url} ({_one_line(exc)}); connect to the network, or put that "
+            f"cannot get the weights {url} ({one_line(exc)}); connect to the network, or put that "
             f"file at {cached}, or pass --pretrained_weights PATH to a local copy"
         ) from exc
 
@@ -486,7 +486,7 @@ def load_checkpoint_state_dict(
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # arbitrary bytes make the unpickler fail in arbitrary ways
         raise LostError(
-            f"{flag} {path}: not a readable PyTorch checkpoint ({_one_line(exc)}); pass a file written by torch.save"
+            f"{flag} {path}: not a readable PyTorch checkpoint ({one_line(exc)}); pass a file written by torch.save"
         ) from exc
     state_dict = _unwrap_checkpoint(checkpoint, checkpoint_key, f"{flag} {path}")
     return {_strip_prefixes(key): value for key, value in state_dict.items()}
@@ -559,7 +559,7 @@ def _listing(what: str, names: list[str]) -> str:
     return f"{len(names)} {what} ({', '.join(names[:MAX_LISTED])}{more})"
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
     """The informative line of an exception message (PyTorch's are paragraphs)."""
     text = str(exc)
     if "WeightsUnpickler error:" in text:

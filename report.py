@@ -58,9 +58,13 @@ import numpy as np
 import datasets
 import main_corloc_evaluation
 import report_plots
-from datasets import box_iou, is_correct_localization
 from errors import LostError
+from images import read_image_size
 from journal import read_entries
+from methods import METHODS
+from metrics import box_iou, is_correct_localization
+from networks import BackboneSpec
+from safe_files import atomic_write
 from visualizations import BOX_COLOR, SEED_COLOR
 
 MISS_KINDS = ("too_big", "part", "weak_overlap", "no_object")
@@ -214,7 +218,7 @@ def evaluate_image(image: ReportImage, index: int) -> ImageEvaluation | None:
     """The verdict on `image` (at `index` in its run); None when the run skipped it.
 
     The IoUs, intersections and areas are computed once and shared by the hit test
-    (:func:`datasets.is_correct_localization`) and the miss kind (same rules as :func:`miss_kind`).
+    (:func:`metrics.is_correct_localization`) and the miss kind (same rules as :func:`miss_kind`).
     """
     if image.pred_box is None:
         return None
@@ -774,7 +778,7 @@ def write_report_page(
         _gallery_html(run, stats, gallery, assets / "gallery"),
     ]
     page = output_dir / "report.html"
-    datasets.atomic_write(page, _page(title, body).encode("utf-8"))
+    atomic_write(page, _page(title, body).encode("utf-8"))
     return page
 
 
@@ -873,7 +877,7 @@ def write_comparison_page(
         *sections,
     ]
     page = output_dir / "compare.html"
-    datasets.atomic_write(page, _page(title, body).encode("utf-8"))
+    atomic_write(page, _page(title, body).encode("utf-8"))
     return page
 
 
@@ -944,11 +948,8 @@ def build_comparison(
 
 def image_size(path: Path) -> tuple[int, int]:
     """(H, W) of an image file from its header; LostError when it cannot be read."""
-    try:
-        with datasets.open_image(path) as image:
-            return image.height, image.width
-    except Exception as exc:
-        raise LostError(f"{path}: cannot read the image header ({exc}); restore the file") from exc
+    width, height = read_image_size(path)
+    return height, width
 
 
 def report_images(records: Sequence[datasets.ImageRecord], predictions: Mapping[str, np.ndarray]) -> list[ReportImage]:
@@ -1020,22 +1021,22 @@ def run_info(pred_file: Path, dataset: str) -> RunInfo:
         pred_file.parent.glob("journal.rank0-of-*.jsonl")
     )
     settings = _journal_settings(journals[0]) if journals else None
-    if settings is None:
+    if settings is None or not isinstance(settings.get("backbone"), dict):
         return RunInfo(source=str(pred_file), dataset=dataset)
-    arch = str(settings.get("arch"))
-    if settings.get("dinoseg"):
-        method = f"DINO-seg (head {settings.get('dinoseg_head')})"
-    else:
-        method = f"LOST (k = {settings.get('k_patches')}, {settings.get('which_features')} features)"
-    backbone = f"{arch}/{settings.get('patch_size')}" if arch.startswith("vit") else arch
-    weights = settings.get("weights")
     return RunInfo(
         source=str(pred_file),
-        method=method,
-        backbone=f"{backbone}, {settings.get('precision')}",
-        weights="published (default download)" if weights in (None, "None") else str(weights),
+        method=method_description(settings),
+        backbone=f"{BackboneSpec(**settings['backbone']).label()}, {settings.get('precision')}",
+        weights=settings["backbone"].get("weights") or "published (default download)",
         dataset=str(settings.get("input", dataset)),
     )
+
+
+def method_description(settings: Mapping) -> str:
+    """``LOST (k_patches = 100)``: the method's title and its parameters, from run settings."""
+    params = ", ".join(f"{name} = {value}" for name, value in settings.get("params", {}).items())
+    title = METHODS[settings["method"]].title if settings.get("method") in METHODS else str(settings.get("method"))
+    return f"{title} ({params})" if params else title
 
 
 def _journal_settings(path: Path) -> dict | None:

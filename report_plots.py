@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
-from datasets import load_rgb, rescale_box
+from images import load_rgb, rescale_box
 from errors import LostError
 from visualizations import draw_box
 

@@ -42,7 +42,8 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from datasets import IMAGE_EXTENSIONS, atomic_write, image_to_tensor, load_rgb
+from images import IMAGE_EXTENSIONS, image_to_tensor, load_rgb
+from safe_files import atomic_write
 from errors import LostError
 from found import (
     coarse_object_masks,
@@ -52,7 +53,7 @@ from found import (
     refined_masks,
     save_found_head,
 )
-from networks import ARCHS, VisionTransformer, get_model
+from networks import VIT_NAMES, FeatureExtractor, get_model
 
 CHECKPOINT_FILE = "last_checkpoint.pt"
 HEAD_FILE = "decoder_weights.pt"
@@ -88,7 +89,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data_dir", required=True, help="folder of training images (DUTS-TR-Image in the paper)")
     parser.add_argument("--output_dir", required=True, help="where decoder_weights.pt and the checkpoint go")
     model = parser.add_argument_group("backbone (frozen)")
-    model.add_argument("--arch", default="vit_small", choices=[arch for arch in ARCHS if arch.startswith("vit")])
+    model.add_argument("--arch", default="vit_small", choices=VIT_NAMES)
     model.add_argument("--patch_size", default=8, type=int, choices=[8, 16])
     model.add_argument(
         "--pretrained_weights", default=None, help="local checkpoint instead of the official DINO download"
@@ -277,19 +278,6 @@ def make_loader(paths: list[Path], settings: TrainingSettings, start: int, num_w
 # One step
 
 
-@torch.no_grad()
-def backbone_outputs(model: VisionTransformer, images: Tensor) -> tuple[Tensor, Tensor, tuple[int, int]]:
-    """images: (B, 3, S, S) -> keys (B, N, d) of the last block (heads concatenated, CLS
-    dropped), the CLS query's attention on the patches (B, heads, N), grid (h, w); one pass."""
-    attention = model.blocks[-1].attn
-    q, k, _ = attention.split_heads(model.last_qkv(images))
-    cls_attention = attention.attention_map(q[:, :, :1], k)[:, :, 0, 1:]
-    batch, _, tokens, _ = k.shape
-    keys = k[:, :, 1:].transpose(1, 2).reshape(batch, tokens - 1, -1)
-    grid = (images.shape[-2] // model.patch_size, images.shape[-1] // model.patch_size)
-    return keys.float(), cls_attention.float(), grid
-
-
 def found_loss(
     logits: Tensor, own: Tensor, own_refined: Tensor, objects_refined: Tensor | None, settings: TrainingSettings
 ) -> Tensor:
@@ -303,7 +291,7 @@ def found_loss(
 
 
 def train_step(
-    model: VisionTransformer,
+    extractor: FeatureExtractor,
     head: nn.Conv2d,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
@@ -313,7 +301,8 @@ def train_step(
 ) -> float:
     """One optimizer step on one batch; returns the loss."""
     device = head.weight.device
-    keys, cls_attention, grid = backbone_outputs(model, batch.images.to(device, non_blocking=True))
+    features = extractor.extract(batch.images.to(device, non_blocking=True), frozenset({"feats", "cls_attention"}))
+    keys, cls_attention, grid = features.feats, features.cls_attention.float(), features.grid
     logits = head_scores(keys, head, grid)
     own = foreground_masks(logits.detach())
     size = len(own)
@@ -395,8 +384,8 @@ def restore(
 # The run
 
 
-def load_backbone(settings: TrainingSettings, device: str) -> VisionTransformer:
-    """The frozen backbone on `device` (checked by ``networks.get_model``)."""
+def load_backbone(settings: TrainingSettings, device: str) -> FeatureExtractor:
+    """The frozen backbone on `device`, reading the last block's keys and CLS attention."""
     model = get_model(
         settings.arch,
         settings.patch_size,
@@ -404,9 +393,7 @@ def load_backbone(settings: TrainingSettings, device: str) -> VisionTransformer:
         pretrained_weights=settings.pretrained_weights,
         checkpoint_key=settings.checkpoint_key,
     )
-    if not isinstance(model, VisionTransformer):
-        raise LostError(f"--arch {settings.arch}: FOUND needs a ViT (vit_tiny, vit_small, vit_base)")
-    return model
+    return FeatureExtractor(model, settings.arch, settings.patch_size, "k")
 
 
 def train(
@@ -415,8 +402,8 @@ def train(
     """Train (or resume training) the head on `device` with `num_workers` decoding processes
     (None: 1 beside a CPU run, up to 8 for a GPU); returns the path of the saved head."""
     paths = training_images(Path(settings.data_dir))
-    model = load_backbone(settings, device)
-    device = next(model.parameters()).device
+    extractor = load_backbone(settings, device)
+    device = next(extractor.model.parameters()).device
     if num_workers is None:
         num_workers = min(8, os.cpu_count() or 1) if device.type == "cuda" else 1
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -424,7 +411,7 @@ def train(
     if overwrite:
         checkpoint.unlink(missing_ok=True)
     torch.manual_seed(settings.seed)
-    head = new_found_head(model.embed_dim).to(device).train()
+    head = new_found_head(extractor.model.embed_dim).to(device).train()
     optimizer = torch.optim.AdamW(head.parameters(), lr=settings.lr)
     scheduler = torch.optim.lr_scheduler.StepLR(
         optimizer, step_size=settings.step_lr_size, gamma=settings.step_lr_gamma
@@ -439,7 +426,7 @@ def train(
         for iteration, batch in enumerate(loader, start):
             if batch.errors:
                 raise LostError(f"{batch.errors[0]} (in --data_dir)")
-            loss = train_step(model, head, optimizer, scheduler, batch, iteration, settings)
+            loss = train_step(extractor, head, optimizer, scheduler, batch, iteration, settings)
             save_checkpoint(checkpoint, head, optimizer, scheduler, iteration + 1, identity)
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}")

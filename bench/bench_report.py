@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from tiny_datasets import make_voc_tree  # noqa: E402
 
 import datasets  # noqa: E402
+import safe_files  # noqa: E402
 import report  # noqa: E402
 
 VOC_CLASSES = (
@@ -175,7 +176,7 @@ def bench_cli(work: Path, count: int) -> tuple[float, float]:
         ]
     tiny = make_voc_tree(work / "voc", images=images)
     preds = {name: predicted_box(rng, gt, 0.6) for name, gt in tiny.gt.items()}
-    datasets.write_predictions(work / "voc_run", preds)
+    safe_files.write_predictions(work / "voc_run", preds)
     command = [
         sys.executable,
         str(ROOT / "report.py"),

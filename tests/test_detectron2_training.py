@@ -142,7 +142,7 @@ def test_missing_inputs_are_reported_before_launching(tmp_path):
         detector_training.check_inputs(cfg, tmp_path, resume=False)
 
 
-def test_cli_errors_are_one_line(tmp_path):
+def test_cli_errors_areone_line(tmp_path):
     done = subprocess.run(
         [
             sys.executable,

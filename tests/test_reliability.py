@@ -221,7 +221,7 @@ def test_a_full_disk_is_one_line_and_the_same_command_resumes(kill_images, vit_t
     assert {name: box.tolist() for name, box in preds.items()} == uninterrupted
 
 
-def test_a_picture_on_a_read_only_file_system_is_one_line(tmp_path, vit_tiny_checkpoint, capsys, monkeypatch):
+def test_a_picture_on_a_read_only_file_system_isone_line(tmp_path, vit_tiny_checkpoint, capsys, monkeypatch):
     def read_only(self, path, *args, **kwargs):
         raise OSError(errno.EROFS, "Read-only file system", str(path))
 

@@ -34,9 +34,14 @@ from PIL import Image
 from tiny_datasets import make_voc_tree, write_jpeg
 
 import datasets
+import metrics
 import report
+import safe_files
 from errors import LostError
+from methods import LostParams
+from networks import BackboneSpec
 from report import ReportImage, ReportRun, RunInfo
+from run_spec import RunSpec
 
 SIZE = (100, 100)
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
@@ -137,7 +142,7 @@ def test_headline_corloc_equals_the_projects_corloc_on_the_evaluated_images():
     predictions = {image.name: image.pred_box for image in run.images if image.pred_box is not None}
     evaluated = [record for record in records if record.name in predictions]
     stats = report.accumulate(run, report.evaluate_run(run))
-    assert stats.headline.corloc == pytest.approx(datasets.evaluate_corloc(evaluated, predictions).value)
+    assert stats.headline.corloc == pytest.approx(metrics.evaluate_corloc(evaluated, predictions).value)
 
 
 def test_image_counts_once_for_each_class_it_holds_sorted_by_corloc():
@@ -250,7 +255,7 @@ def test_miss_kinds_partition_the_misses():
         corners = np.sort(rng.integers(0, 100, size=(3, 2, 2)), axis=1)
         pred, gt = corners[0].reshape(4), corners[1:].reshape(2, 4)  # [[x1, y1], [x2, y2]] -> [x1, y1, x2, y2]
         kind = report.miss_kind(pred, gt)
-        hit = datasets.is_correct_localization(pred, gt)
+        hit = metrics.is_correct_localization(pred, gt)
         assert (kind is None) == hit
         assert kind is None or kind in report.MISS_KINDS
 
@@ -477,7 +482,7 @@ def voc_root(tmp_path: Path) -> Path:
 
 
 def write_preds(folder: Path, preds: dict[str, list[int]]) -> Path:
-    datasets.write_predictions(folder, {name: np.array(box) for name, box in preds.items()})
+    safe_files.write_predictions(folder, {name: np.array(box) for name, box in preds.items()})
     return folder / "preds.pkl"
 
 
@@ -485,13 +490,16 @@ def test_report_images_take_sizes_from_headers_and_label_boxes(voc_root, tmp_pat
     spec = datasets.load_dataset("VOC07", "trainval", voc_root, no_hard=False)
     no_gt = datasets.ImageRecord("free.jpg", tmp_path / "free.jpg", None)
     labelled = datasets.ImageRecord("l.jpg", spec.records[0].path, spec.records[0].gt_boxes, ("dog",))
+    unlabelled = datasets.ImageRecord("u.jpg", spec.records[0].path, spec.records[0].gt_boxes, None)
     predictions = {name: np.array(box) for name, box in VOC_PREDS.items()}
-    images = report.report_images([*spec.records, no_gt, labelled], {**predictions, "l.jpg": np.array([0, 0, 1, 1])})
-    assert [image.name for image in images] == ["000001.jpg", "000002.jpg", "000003.jpg", "000004.jpg", "l.jpg"]
+    extra = {"l.jpg": np.array([0, 0, 1, 1]), "u.jpg": np.array([0, 0, 1, 1])}
+    images = report.report_images([*spec.records, no_gt, labelled, unlabelled], {**predictions, **extra})
+    assert [image.name for image in images] == ["000001.jpg", "000002.jpg", "000003.jpg", "000004.jpg", "l.jpg", "u.jpg"]
     assert all(image.image_size == (48, 64) for image in images)
-    assert images[1].gt_labels == (report.UNLABELLED, report.UNLABELLED)
+    assert images[1].gt_labels == spec.records[1].gt_labels and len(images[1].gt_labels) == 2
     assert images[2].pred_box is None
     assert images[4].gt_labels == ("dog",)
+    assert images[5].gt_labels == (report.UNLABELLED,) * len(spec.records[0].gt_boxes)
 
 
 def test_with_predictions_swaps_boxes_and_reads_only_unknown_sizes(tmp_path):
@@ -553,23 +561,13 @@ def _voc_gt_first_boxes(voc_root: Path) -> dict[str, list[int]]:
 
 def test_cli_output_defaults_to_the_prediction_files_folder_and_reads_the_journal(voc_root, tmp_path, capsys):
     pred_file = write_preds(tmp_path / "run", VOC_PREDS)
-    settings = {
-        "input": "VOC07_trainval",
-        "arch": "vit_small",
-        "patch_size": 16,
-        "weights": "None",
-        "which_features": "k",
-        "k_patches": 100,
-        "dinoseg": False,
-        "dinoseg_head": 4,
-        "precision": "fp32",
-    }
+    settings = RunSpec("VOC07_trainval", BackboneSpec(), "lost", LostParams()).settings()
     (tmp_path / "run" / "journal.jsonl").write_text(json.dumps({"run": settings}) + "\n")
     code, _, _ = run_cli(capsys, "--pred_file", str(pred_file), "--set", "trainval", "--datasets_root", str(voc_root))
     assert code == 0
     headline = dict(row for row in parse_page(tmp_path / "run" / "report.html").tables["headline"])
-    assert headline["Method"] == "LOST (k = 100, k features)"
-    assert headline["Backbone"] == "vit_small/16, fp32"
+    assert headline["Method"] == "LOST (k_patches = 100)"
+    assert headline["Backbone"] == "vit_small16, fp32"
     assert headline["Weights"] == "published (default download)"
 
 

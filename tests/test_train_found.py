@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 import train_found
-from datasets import image_to_tensor
+from images import image_to_tensor
 from found import found_batch, load_found_head, new_found_head
 from networks import FeatureExtractor, build_model
 
@@ -95,7 +95,8 @@ def head_finds_the_squares(head: torch.nn.Conv2d, model: torch.nn.Module) -> lis
     background?"""
     rng = np.random.default_rng(5)
     images, boxes = zip(*[planted_square(rng) for _ in range(4)], strict=True)
-    keys, _, grid = train_found.backbone_outputs(model, torch.stack([image_to_tensor(image) for image in images]))
+    features = FeatureExtractor(model, "vit_tiny", 8)(torch.stack([image_to_tensor(image) for image in images]))
+    keys, grid = features.feats, features.grid
     results = found_batch(keys, head, grid, (8, 8), [(SIDE, SIDE)] * 4)
     verdicts = []
     for result, box in zip(results, boxes, strict=True):
@@ -247,16 +248,6 @@ def test_views_depend_only_on_their_seed():
     first = train_found.augmented_pixels(image, settings, np.random.default_rng(7))
     assert first.shape == (32, 32, 3) and first.dtype == np.uint8
     assert np.array_equal(first, train_found.augmented_pixels(image, settings, np.random.default_rng(7)))
-
-
-def test_backbone_outputs_are_the_inference_keys_and_cls_attention():
-    model = crafted_vit_tiny()
-    images = torch.randn(2, 3, 32, 40)
-    keys, attention, grid = train_found.backbone_outputs(model, images)
-    extractor = FeatureExtractor(model, "vit_tiny", 8)
-    assert grid == (4, 5)
-    assert torch.allclose(keys, extractor(images).feats, atol=1e-5)
-    assert torch.allclose(attention, extractor.cls_attention(images)[0], atol=1e-6)
 
 
 # ----------------------------------------------------------------------------------------------
