@@ -28,8 +28,8 @@ from datasets import DatasetSpec, ImageRecord, load_dataset, single_image_record
 from engine import PRECISIONS, Discovery, DiscoveryConfig, discover_batches
 from errors import LostError, run_cli
 from journal import Journal, merge_journals
-from metrics import CorLocMeter, evaluate_corloc, is_correct_localization
 from methods import METHODS, PICTURE_KINDS, Method, add_method_flags, method_entry, params_from_args
+from metrics import CorLocMeter, evaluate_corloc, is_correct_localization
 from networks import BACKBONES, BackboneSpec, FeatureExtractor, load_backbone
 from run_spec import RunSpec
 from safe_files import atomic_write, write_predictions
@@ -224,6 +224,8 @@ def run(args: argparse.Namespace) -> int:
     model = load_backbone(settings.backbone, device)
     extractor = FeatureExtractor(model, args.arch, args.patch_size, args.which_features)
     check_dinoseg_head(settings, extractor)
+    if settings.entry.prepare is not None:
+        settings.entry.prepare(settings.params)
     root = Path(args.output_dir) if single_file else Path(args.output_dir) / spec.name
     run_folder = root / exp
     vis_folder = root / "visualizations" / exp if args.visualize else None

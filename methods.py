@@ -16,17 +16,20 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image
 
 import visualizations
-from images import load_rgb
 from errors import LostError
+from found import FOUND_WEIGHTS_URL, FoundResult, found_background_batch, found_batch, load_found_head
+from images import load_rgb
 from networks import BackboneSpec, Features
 from object_discovery import LostResult, dino_seg, lost_batch, seed_component_box
 
@@ -54,6 +57,8 @@ class Method:
     pictures: ``--visualize`` kind -> picture function; every method draws ``pred``, and a kind
         it lacks falls back to ``pred``.
     vit_only: whether a ConvNet backbone is refused.
+    prepare: ``prepare(params)`` run once before any image, to fail early on what the method
+        itself loads (FOUND's head); None when it loads nothing.
     """
 
     name: str
@@ -64,6 +69,7 @@ class Method:
     folder: Callable[[BackboneSpec, Any], str]
     pictures: Mapping[str, PictureFn]
     vit_only: bool = False
+    prepare: Callable[[Any], None] | None = None
 
     def check_backbone(self, backbone: BackboneSpec) -> None:
         """LostError when the method cannot run on this backbone."""
@@ -158,6 +164,66 @@ def box_picture(image_path: Path, found: Any, _max_size: int | None) -> Image.Im
 
 
 # ----------------------------------------------------------------------------------------------
+# FOUND
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FoundParams:
+    weights: str = field(default="", metadata=flag("--found_weights", "FOUND head file (empty: the authors' released head, downloaded once)"))
+
+
+@functools.lru_cache(maxsize=4)
+def cached_found_head(weights: str) -> torch.nn.Conv2d:
+    """FOUND's head from ``weights`` (empty: the released one), loaded once per process."""
+    return load_found_head(weights or None)
+
+
+def prepare_found(params: FoundParams) -> None:
+    """Load the head before any image, so that a missing file or download fails at start-up."""
+    cached_found_head(params.weights)
+
+
+def discover_found(features: Features, image_sizes: list[tuple[int, int]], params: FoundParams) -> list[FoundResult]:
+    """FOUND on a batch: features.feats (B, N, d) keys scored by the head -> one result per image."""
+    head = cached_found_head(params.weights)
+    if head.weight.shape[1] != features.feats.shape[-1]:
+        raise LostError(
+            f"--found_weights {params.weights or FOUND_WEIGHTS_URL}: the head takes {head.weight.shape[1]} channels but "
+            f"this backbone's keys have {features.feats.shape[-1]}; pass a head trained on this backbone (train_found.py)"
+        )
+    return found_batch(features.feats, head, features.grid, features.scales, image_sizes)
+
+
+@dataclass(frozen=True)
+class FoundBackgroundParams:
+    pass
+
+
+def discover_found_background(
+    features: Features, image_sizes: list[tuple[int, int]], _params: FoundBackgroundParams
+) -> list[FoundResult]:
+    """FOUND's training-free background discovery on a batch: keys and CLS attention -> results."""
+    return found_background_batch(features.feats, features.cls_attention.float(), features.grid, features.scales, image_sizes)
+
+
+def found_folder(backbone: BackboneSpec, _params: Any) -> str:
+    """``FOUND-vit_small8_k``."""
+    return f"FOUND-{backbone.label()}_{backbone.which_features}"
+
+
+def found_background_folder(backbone: BackboneSpec, _params: Any) -> str:
+    """``FOUND-bkg-vit_small8_k``."""
+    return f"FOUND-bkg-{backbone.label()}_{backbone.which_features}"
+
+
+def found_mask_picture(image_path: Path, found: Any, max_size: int | None) -> Image.Image:
+    """The box beside the foreground patches, on the image as the method saw it."""
+    image = load_rgb(image_path, max_size)
+    return visualizations.found_picture(image, found.result, found.grid, found.scales)
+
+
+# ----------------------------------------------------------------------------------------------
 # The table
 # ----------------------------------------------------------------------------------------------
 
@@ -186,6 +252,27 @@ METHODS: dict[str, Method] = {
             discover=discover_dinoseg,
             folder=dinoseg_folder,
             pictures={"pred": box_picture},
+            vit_only=True,
+        ),
+        Method(
+            name="found",
+            title="FOUND",
+            params=FoundParams,
+            needs=frozenset({"feats"}),
+            discover=discover_found,
+            folder=found_folder,
+            pictures={"pred": box_picture, "mask": found_mask_picture},
+            vit_only=True,
+            prepare=prepare_found,
+        ),
+        Method(
+            name="found_bkg",
+            title="FOUND background discovery",
+            params=FoundBackgroundParams,
+            needs=frozenset({"feats", "cls_attention"}),
+            discover=discover_found_background,
+            folder=found_background_folder,
+            pictures={"pred": box_picture, "mask": found_mask_picture},
             vit_only=True,
         ),
     )

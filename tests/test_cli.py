@@ -141,3 +141,61 @@ def test_checkpoint_of_another_architecture_fails_at_start_up(tmp_path, vit_tiny
 def test_bad_flag_values_are_refused_by_argparse(flag):
     with pytest.raises(SystemExit):
         main_lost.parse_args([flag, "nonsense"])
+
+
+@pytest.fixture
+def found_head_file(tmp_path):
+    """A random FOUND head for ViT-Tiny's 192-channel keys, in the released format."""
+    torch.manual_seed(3)
+    path = tmp_path / "head.pt"
+    torch.save({"decoder": torch.nn.Conv2d(192, 1, kernel_size=1).state_dict()}, path)
+    return path
+
+
+@pytest.mark.parametrize("method, folder", [("found", "FOUND-vit_tiny16_k"), ("found_bkg", "FOUND-bkg-vit_tiny16_k")])
+def test_found_runs_write_their_folder_and_masks(tmp_path, vit_tiny_checkpoint, found_head_file, method, folder):
+    make_voc_tree(tmp_path / "datasets")
+    code = run_cli(
+        "--dataset", "VOC07", "--set", "trainval", "--datasets_root", str(tmp_path / "datasets"), "--method", method,
+        "--found_weights", str(found_head_file), "--arch", "vit_tiny", "--pretrained_weights", str(vit_tiny_checkpoint),
+        "--output_dir", str(tmp_path / "out"), "--visualize", "mask",
+    )
+    assert code == 0
+    preds = read_predictions(tmp_path / "out" / "VOC07_trainval" / folder / "preds.pkl")
+    assert len(preds) == 4 and all(0 <= box[0] < box[2] <= 64 and 0 <= box[1] < box[3] <= 48 for box in preds.values())
+    pictures = sorted((tmp_path / "out" / "VOC07_trainval" / "visualizations" / folder).glob("*_mask.png"))
+    assert len(pictures) == 4 and Image.open(pictures[0]).width == 2 * 64 + 8
+
+
+def test_found_without_network_names_the_url_the_cache_and_the_flag(tmp_path, vit_tiny_checkpoint, capsys, monkeypatch):
+    import found
+
+    monkeypatch.setattr(found, "found_weights_cache_path", lambda: tmp_path / "hub" / "found_decoder_weights.pt")
+
+    def offline(*args, **kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    code = run_cli(
+        "--image_path", str(ROOT / "examples" / "chelsea.jpg"), "--method", "found", "--arch", "vit_tiny",
+        "--pretrained_weights", str(vit_tiny_checkpoint), "--output_dir", str(tmp_path),
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert found.FOUND_WEIGHTS_URL in err and str(tmp_path / "hub") in err and "--found_weights" in err
+
+
+def test_found_head_of_another_width_is_a_clear_error(tmp_path, vit_tiny_checkpoint, capsys):
+    path = tmp_path / "head384.pt"
+    torch.save({"decoder": torch.nn.Conv2d(384, 1, kernel_size=1).state_dict()}, path)
+    code = run_cli(
+        "--image_path", str(ROOT / "examples" / "chelsea.jpg"), "--method", "found", "--found_weights", str(path),
+        "--arch", "vit_tiny", "--pretrained_weights", str(vit_tiny_checkpoint), "--output_dir", str(tmp_path),
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "384 channels" in err and "192" in err
+
+
+def test_a_vit_only_method_on_a_convnet_fails_before_loading(tmp_path, capsys):
+    code = run_cli("--image_path", str(ROOT / "examples" / "chelsea.jpg"), "--method", "found_bkg", "--arch", "resnet50")
+    assert code == 2 and "--method found_bkg needs a ViT --arch" in capsys.readouterr().err

@@ -17,7 +17,7 @@ from engine import (
     read_padded_sizes,
 )
 from images import image_to_tensor, load_rgb, pad_to_multiple
-from methods import DinoSegParams
+from methods import METHODS, DinoSegParams
 from metrics import box_iou
 from networks import FeatureExtractor, build_model
 from object_discovery import dino_seg, lost
@@ -145,3 +145,27 @@ def test_results_stream_one_list_per_same_size_batch(vit_extractor, mixed_images
     sizes = read_padded_sizes(records, 8)
     batches = list(discover_batches(vit_extractor, records, DiscoveryConfig(batch_size=3)))
     assert [[found.index for found in batch] for batch in batches] == list(SizeBucketBatchSampler(sizes, 3))
+
+
+def method_params_for_tests(method: str, tmp_path: Path, embed_dim: int):
+    """Each method's parameters, with a random FOUND head of the test model's width."""
+    if method == "found":
+        torch.manual_seed(4)
+        head = tmp_path / "head.pt"
+        torch.save({"decoder": torch.nn.Conv2d(embed_dim, 1, kernel_size=1).state_dict()}, head)
+        return METHODS[method].params(weights=str(head))
+    return METHODS[method].params(**({"head": 1} if method == "dinoseg" else {}))
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_every_method_gives_the_same_boxes_batched_and_one_image_at_a_time(vit_extractor, mixed_images, tmp_path, method):
+    params = method_params_for_tests(method, tmp_path, vit_extractor.model.embed_dim)
+    entry = METHODS[method]
+    expected = {}
+    for record in single_image_records(mixed_images):
+        image = load_rgb(record.path)
+        padded = pad_to_multiple(image_to_tensor(image), vit_extractor.pad_multiple)[None]
+        features = vit_extractor.extract(padded, entry.needs)
+        expected[record.name] = entry.discover(features, [(image.height, image.width)], params)[0].box.tolist()
+    config = DiscoveryConfig(method=method, params=params, batch_size=4, num_workers=2)
+    assert engine_boxes(vit_extractor, mixed_images, config) == expected
