@@ -13,8 +13,10 @@ A data-set run writes ``<output_dir>/<DATASET>_<SET>/<exp>/`` with ``preds.pkl``
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -24,6 +26,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+import report
 from datasets import DatasetSpec, ImageRecord, load_dataset, single_image_records
 from engine import PRECISIONS, Discovery, DiscoveryConfig, discover_batches
 from errors import LostError, run_cli
@@ -69,6 +72,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run.add_argument("--max_size", default=1024, type=int, help="scale down images whose longer side exceeds this (0: never); boxes are given in original pixels")
     run.add_argument("--overwrite", action="store_true", help="start over instead of resuming an earlier run")
     run.add_argument("--strict", action="store_true", help="exit non-zero when an image had to be skipped")
+    run.add_argument("--no_report", action="store_true", help="do not write report.html (per-class CorLoc, misses, gallery)")
     return parser.parse_args(argv)
 
 
@@ -170,9 +174,9 @@ def process_shard(
     visualize_kind: str | None,
     vis_folder: Path | None,
     show_progress: bool,
-) -> None:
+) -> int:
     """Discover the boxes of the records this journal lacks, journaling each batch as it ends,
-    so that a kill loses at most the batch in flight."""
+    so that a kill loses at most the batch in flight. Returns how many images it processed."""
     todo = [record for record in records if not journal.is_done(record.name)]
     meter = evaluated_corloc(records, journal.boxes) if show_corloc else None
     with tqdm(total=len(records), initial=len(records) - len(todo), unit="img", disable=not show_progress) as bar:
@@ -194,6 +198,7 @@ def process_shard(
             bar.update(len(batch))
             if meter is not None and meter.count:
                 bar.set_postfix(corloc=f"{meter.value:.1f}")
+    return len(todo)
 
 
 def write_outputs(
@@ -236,7 +241,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"skipped {name}: {reason}")
     journal = Journal(run_folder / shard.journal_name(), settings.settings(), overwrite=args.overwrite or single_file)
     records = spec.records[shard.rank :: shard.world]
-    process_shard(
+    started = time.perf_counter()
+    processed = process_shard(
         records,
         journal,
         extractor,
@@ -260,13 +266,28 @@ def run(args: argparse.Namespace) -> int:
         for record in spec.records:
             print(f"{record.name}: box [x1, y1, x2, y2] = {boxes[record.name].tolist()}" if record.name in boxes else f"{record.name}: {errors[record.name]}")
     has_gt = any(record.gt_boxes is not None for record in spec.records)
-    write_outputs(run_folder, spec.records, boxes, errors, has_gt and not args.no_evaluation)
+    evaluated = has_gt and not args.no_evaluation
+    write_outputs(run_folder, spec.records, boxes, errors, evaluated)
+    if evaluated and not args.no_report:
+        seconds = time.perf_counter() - started
+        write_report(run_folder, spec, boxes, seconds, processed / seconds if processed else None)
     if vis_folder is not None:
         print(f"Visualizations saved in {vis_folder}")
     if args.strict and errors.keys() - boxes.keys():
         print(f"error: {len(errors.keys() - boxes.keys())} images were skipped (see {run_folder / 'skipped.txt'})", file=sys.stderr)
         return 1
     return 0
+
+
+def write_report(
+    run_folder: Path, spec: DatasetSpec, boxes: dict[str, np.ndarray], seconds: float, images_per_second: float | None
+) -> None:
+    """``report.html`` and its pictures in the run folder (see report.py)."""
+    info = dataclasses.replace(
+        report.run_info(run_folder / "preds.pkl", spec.name), seconds=seconds, images_per_second=images_per_second
+    )
+    report.build_report(report.ReportRun(info, tuple(report.report_images(spec.records, boxes))), run_folder)
+    print(f"Report saved at {run_folder / 'report.html'}")
 
 
 def check_dinoseg_head(spec: RunSpec, extractor: FeatureExtractor) -> None:

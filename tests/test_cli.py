@@ -199,3 +199,23 @@ def test_found_head_of_another_width_is_a_clear_error(tmp_path, vit_tiny_checkpo
 def test_a_vit_only_method_on_a_convnet_fails_before_loading(tmp_path, capsys):
     code = run_cli("--image_path", str(ROOT / "examples" / "chelsea.jpg"), "--method", "found_bkg", "--arch", "resnet50")
     assert code == 2 and "--method found_bkg needs a ViT --arch" in capsys.readouterr().err
+
+
+def test_an_evaluated_run_writes_its_report_with_the_results_corloc(tmp_path, vit_tiny_checkpoint):
+    make_voc_tree(tmp_path / "datasets")
+    common = ["--dataset", "VOC07", "--set", "trainval", "--datasets_root", str(tmp_path / "datasets"),
+              "--arch", "vit_tiny", "--pretrained_weights", str(vit_tiny_checkpoint)]
+    assert run_cli(*common, "--output_dir", str(tmp_path / "out")) == 0
+    run = tmp_path / "out" / "VOC07_trainval" / "LOST-vit_tiny16_k"
+    corloc = (run / "results.txt").read_text().splitlines()[0].split(",")[1]
+    page = (run / "report.html").read_text()
+    assert f"{corloc}" in page and "LOST (k_patches = 100)" in page
+    assert (run / "report").is_dir()
+    assert run_cli(*common, "--output_dir", str(tmp_path / "quiet"), "--no_report") == 0
+    assert not (tmp_path / "quiet" / "VOC07_trainval" / "LOST-vit_tiny16_k" / "report.html").exists()
+
+
+def test_a_folder_run_writes_no_report(tmp_path, vit_tiny_checkpoint, mixed_images):
+    assert run_cli("--image_path", str(mixed_images), "--arch", "vit_tiny", "--pretrained_weights",
+                   str(vit_tiny_checkpoint), "--output_dir", str(tmp_path / "out")) == 0
+    assert not list((tmp_path / "out").rglob("report.html"))
