@@ -1,4 +1,4 @@
-"""Pictures of what LOST did, as PNG files: the box, the paper's Figure 2 maps, the expansion.
+"""Pictures of what LOST and TokenCut did, as PNG files: the box, the paper's maps, the expansion, the cut.
 
 Every function takes the original RGB image and values over the feature grid ``(h, w)`` =
 (rows, cols), with ``scales = (sy, sx)`` image pixels per cell and boxes ``[x1, y1, x2, y2]`` in
@@ -16,6 +16,7 @@ from PIL import Image, ImageDraw
 from errors import writing
 from found import FoundResult
 from object_discovery import cells_to_box
+from tokencut import TokenCutResult
 
 BOX_COLOR = (255, 32, 32)
 SEED_BOX_COLOR = (40, 120, 255)
@@ -155,3 +156,22 @@ def found_picture(
     colors = np.where(mask[..., None], np.array(SEED_COLOR, np.uint8), np.uint8(30)).astype(np.uint8)
     overlay = Image.blend(image, grid_to_image(colors, scales, image_size), 0.6)
     return side_by_side([draw_box(image, result.box, BOX_COLOR), overlay])
+
+
+def tokencut_picture(
+    image: Image.Image, result: TokenCutResult, grid: tuple[int, int], scales: tuple[float, float]
+) -> Image.Image:
+    """TokenCut's cut: image with box and seed | second eigenvector | bipartition, box in each.
+
+    The middle panel maps ``v`` (oriented so that the seed's side is positive: brightest = most
+    object-like); the right one is yellow on the seed's side of the bipartition (``result.partition``).
+    """
+    image_size = (image.height, image.width)
+    eigenvector = colorize(result.eigenvector.reshape(grid))
+    partition = np.where(result.partition.reshape(grid)[..., None], np.array(SEED_COLOR, np.uint8), np.uint8(30))
+    panels = [
+        prediction_picture(image, result.box, result.seed, grid, scales),
+        draw_box(grid_to_image(eigenvector, scales, image_size), result.box, BOX_COLOR),
+        draw_box(grid_to_image(partition.astype(np.uint8), scales, image_size), result.box, BOX_COLOR),
+    ]
+    return side_by_side(panels)
