@@ -32,6 +32,7 @@ from found import FOUND_WEIGHTS_URL, FoundResult, found_background_batch, found_
 from images import load_rgb
 from networks import BackboneSpec, Features
 from object_discovery import LostResult, dino_seg, lost_batch, seed_component_box
+from tokencut import EIGENSOLVERS, EPS, TAU, TokenCutResult, tokencut_batch
 
 PictureFn = Callable[[Path, Any, int | None], Image.Image]
 """``picture(image_path, discovery, max_size) -> PIL image``; ``discovery`` is an
@@ -102,13 +103,6 @@ def lost_folder(backbone: BackboneSpec, _params: LostParams) -> str:
     return f"LOST-{backbone.label()}{suffix}"
 
 
-def lost_pred_picture(image_path: Path, found: Any, max_size: int | None) -> Image.Image:
-    """The box (red) and the seed patch (yellow), on the image as LOST saw it."""
-    result = found.result
-    image = load_rgb(image_path, max_size)
-    return visualizations.prediction_picture(image, result.box, result.seed, found.grid, found.scales)
-
-
 def lost_feature_maps_picture(image_path: Path, found: Any, max_size: int | None) -> Image.Image:
     """The paper's Figure 2 (seed, its binarized correlation, inverse degrees)."""
     result = found.result
@@ -161,6 +155,57 @@ def dinoseg_folder(backbone: BackboneSpec, params: DinoSegParams) -> str:
 def box_picture(image_path: Path, found: Any, _max_size: int | None) -> Image.Image:
     """The box (red) on the original image."""
     return visualizations.prediction_picture(load_rgb(image_path), found.box)
+
+
+# ----------------------------------------------------------------------------------------------
+# TokenCut
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TokenCutParams:
+    tau: float = field(default=TAU, metadata=flag("--tau", "similarity threshold of the patch graph"))
+    eps: float = field(default=EPS, metadata=flag("--eps", "weight of the pairs below --tau"))
+    binary_graph: bool = field(
+        default=True,
+        metadata=flag("--no_binary_graph", "weight the edges by their similarity instead of 1", action="store_const", const=False),
+    )
+    eigensolver: str = field(
+        default="auto",
+        metadata=flag("--eigensolver", "auto: Lanczos, same partition, fast; dense: the published solve", choices=EIGENSOLVERS),
+    )
+
+    def __post_init__(self) -> None:
+        if not self.eps > 0:
+            raise LostError(f"--eps {self.eps}: must be positive (it keeps every patch's degree above zero)")
+        if not self.binary_graph and not self.tau > 0:
+            raise LostError(f"--tau {self.tau}: the weighted graph (--no_binary_graph) needs a positive --tau")
+
+
+def discover_tokencut(features: Features, image_sizes: list[tuple[int, int]], params: TokenCutParams) -> list[TokenCutResult]:
+    """TokenCut on a batch: features.feats (B, N, d) -> one :class:`TokenCutResult` per image."""
+    return tokencut_batch(
+        features.feats, features.grid, features.scales, image_sizes,
+        params.tau, params.eps, params.binary_graph, params.eigensolver,
+    )
+
+
+def tokencut_folder(backbone: BackboneSpec, _params: TokenCutParams) -> str:
+    """``TokenCut-vit_small16_k`` (the published name)."""
+    return f"TokenCut-{backbone.label()}_{backbone.which_features}"
+
+
+def seed_pred_picture(image_path: Path, found: Any, max_size: int | None) -> Image.Image:
+    """The box (red) and the seed patch (yellow), on the image as the method saw it."""
+    result = found.result
+    image = load_rgb(image_path, max_size)
+    return visualizations.prediction_picture(image, result.box, result.seed, found.grid, found.scales)
+
+
+def tokencut_cut_picture(image_path: Path, found: Any, max_size: int | None) -> Image.Image:
+    """Image with box and seed | second eigenvector | bipartition."""
+    image = load_rgb(image_path, max_size)
+    return visualizations.tokencut_picture(image, found.result, found.grid, found.scales)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -239,7 +284,7 @@ METHODS: dict[str, Method] = {
             discover=discover_lost,
             folder=lost_folder,
             pictures={
-                "pred": lost_pred_picture,
+                "pred": seed_pred_picture,
                 "fms": lost_feature_maps_picture,
                 "seed_expansion": lost_seed_expansion_picture,
             },
@@ -253,6 +298,15 @@ METHODS: dict[str, Method] = {
             folder=dinoseg_folder,
             pictures={"pred": box_picture},
             vit_only=True,
+        ),
+        Method(
+            name="tokencut",
+            title="TokenCut",
+            params=TokenCutParams,
+            needs=frozenset({"feats"}),
+            discover=discover_tokencut,
+            folder=tokencut_folder,
+            pictures={"pred": seed_pred_picture, "cut": tokencut_cut_picture},
         ),
         Method(
             name="found",
@@ -311,7 +365,7 @@ def _flag_declarations() -> dict[str, tuple[dataclasses.Field, list[str]]]:
     for method in METHODS.values():
         for param in dataclasses.fields(method.params):
             entry = declared.setdefault(param.metadata["flag"], (param, []))
-            entry[1].append(f"{param.default} for {method.name}")
+            entry[1].append(f"{param.name}={param.default} for {method.name}")
     return declared
 
 

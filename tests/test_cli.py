@@ -219,3 +219,30 @@ def test_a_folder_run_writes_no_report(tmp_path, vit_tiny_checkpoint, mixed_imag
     assert run_cli("--image_path", str(mixed_images), "--arch", "vit_tiny", "--pretrained_weights",
                    str(vit_tiny_checkpoint), "--output_dir", str(tmp_path / "out")) == 0
     assert not list((tmp_path / "out").rglob("report.html"))
+
+
+def test_tokencut_run_writes_the_published_folder_and_its_cut_pictures(tmp_path, vit_tiny_checkpoint):
+    tiny = make_voc_tree(tmp_path / "datasets")
+    code = run_cli(
+        "--dataset", "VOC07", "--set", "trainval", "--datasets_root", str(tmp_path / "datasets"), "--method", "tokencut",
+        "--arch", "vit_tiny", "--pretrained_weights", str(vit_tiny_checkpoint), "--output_dir", str(tmp_path / "out"),
+        "--visualize", "cut",
+    )
+    assert code == 0
+    run = tmp_path / "out" / "VOC07_trainval" / "TokenCut-vit_tiny16_k"
+    preds = read_predictions(run / "preds.pkl")
+    assert list(preds) == tiny.names
+    assert (run / "results.txt").read_text().splitlines()[0] == f"corloc,{hand_corloc(preds, tiny.gt):.1f},,"
+    pictures = sorted((tmp_path / "out" / "VOC07_trainval" / "visualizations" / "TokenCut-vit_tiny16_k").glob("*_cut.png"))
+    assert len(pictures) == 4 and Image.open(pictures[0]).width == 3 * 64 + 2 * 8
+
+
+def test_tokencut_flags_reach_the_settings_and_bad_values_are_one_line(tmp_path, vit_tiny_checkpoint, capsys):
+    spec = main_lost.run_spec(main_lost.parse_args(["--method", "tokencut", "--tau", "0.3", "--no_binary_graph",
+                                                    "--eigensolver", "dense"]), "x")
+    assert (spec.params.tau, spec.params.binary_graph, spec.params.eigensolver) == (0.3, False, "dense")
+    assert spec.settings()["params"] == {"tau": 0.3, "eps": 1e-5, "binary_graph": False, "eigensolver": "dense"}
+    code = run_cli("--image_path", str(ROOT / "examples" / "chelsea.jpg"), "--method", "tokencut", "--eps", "0",
+                   "--arch", "vit_tiny", "--pretrained_weights", str(vit_tiny_checkpoint), "--output_dir", str(tmp_path))
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "--eps 0.0: must be positive" in err
