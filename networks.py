@@ -19,6 +19,7 @@ index ``row * w + col`` on the grid ``(h, w)``, and the image pixels per feature
 
 import argparse
 import contextlib
+import functools
 import math
 import urllib.parse
 from collections import OrderedDict
@@ -28,6 +29,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from timm.layers import apply_rot_embed_cat
+from timm.models import eva as timm_eva
+from timm.models import vision_transformer as timm_vit
 from torch import Tensor, nn
 
 from errors import LostError
@@ -234,6 +238,187 @@ def _init_vit_weights(module: nn.Module) -> None:
     elif isinstance(module, nn.LayerNorm):
         nn.init.ones_(module.weight)
         nn.init.zeros_(module.bias)
+
+
+# ----------------------------------------------------------------------------------------------
+# Vision Transformers (timm)
+# ----------------------------------------------------------------------------------------------
+
+
+class DinoVisionTransformer(timm_vit.VisionTransformer):
+    """DINO's ViT as timm builds it (qkv bias, LayerNorm eps 1e-6, MLP ratio 4, no classifier;
+    DINO's parameter names are timm's), with DINO's resizing of the position embeddings.
+
+    Tokens: CLS first, then the patches row-major; T = 1 + N with N = (H/p) * (W/p) for images
+    (B, 3, H, W) whose sides are multiples of the patch size p.
+    """
+
+    def __init__(self, patch_size: int, embed_dim: int, depth: int, num_heads: int, img_size: int = 224):
+        super().__init__(
+            img_size=img_size,
+            patch_size=patch_size,
+            embed_dim=embed_dim,
+            depth=depth,
+            num_heads=num_heads,
+            num_classes=0,
+            dynamic_img_size=True,
+        )
+        use_lost_attention(self)
+
+    @property
+    def num_heads(self) -> int:
+        return self.blocks[-1].attn.num_heads
+
+    def _pos_embed(self, x: Tensor) -> Tensor:
+        """x: patch tokens (B, rows, cols, d) -> CLS then patches, with DINO's position embeddings: (B, 1 + rows*cols, d)."""
+        b, rows, cols, d = x.shape
+        tokens = torch.cat((self.cls_token.expand(b, -1, -1), x.reshape(b, rows * cols, d)), dim=1)
+        return self.pos_drop(tokens + dino_position_embeddings(self.pos_embed, rows, cols))
+
+
+def dino_position_embeddings(pos_embed: Tensor, rows: int, cols: int) -> Tensor:
+    """Position embeddings (1, 1 + n, d) trained on a sqrt(n) x sqrt(n) grid, for a rows x cols
+    grid: (1, 1 + rows*cols, d).
+
+    DINO's resizing, kept exactly (timm's resampling gives other features): unchanged for the
+    trained square grid, else a bicubic interpolation with scale factors (rows + 0.1) / sqrt(n)
+    and (cols + 0.1) / sqrt(n).
+    """
+    n = pos_embed.shape[1] - 1
+    if rows * cols == n and rows == cols:
+        return pos_embed
+    side = int(math.sqrt(n))
+    patch_pos = pos_embed[:, 1:].reshape(1, side, side, -1).permute(0, 3, 1, 2)
+    patch_pos = F.interpolate(
+        patch_pos,
+        scale_factor=((rows + 0.1) / math.sqrt(n), (cols + 0.1) / math.sqrt(n)),
+        mode="bicubic",
+    )
+    patch_pos = patch_pos.permute(0, 2, 3, 1).reshape(1, rows * cols, -1)
+    return torch.cat((pos_embed[:, :1], patch_pos), dim=1)
+
+
+def use_lost_attention(model: nn.Module) -> None:
+    """Run the attention modules of a timm ViT's blocks through :func:`attention_forward`."""
+    for block in model.blocks:
+        block.attn.forward = functools.partial(attention_forward, block.attn)
+
+
+def attention_forward(
+    attn: nn.Module, x: Tensor, rope: Tensor | None = None, attn_mask: Tensor | None = None, is_causal: bool = False
+) -> Tensor:
+    """What a timm attention module (``Attention``, ``EvaAttention``) computes in eval mode,
+    x: (B, T, d) -> (B, T, d), with the kernel chosen by :func:`attention_kernel`. Masked or
+    causal calls go to the module's own forward."""
+    if attn_mask is not None or is_causal:
+        rope_argument = {} if rope is None else {"rope": rope}
+        return type(attn).forward(attn, x, attn_mask=attn_mask, is_causal=is_causal, **rope_argument)
+    q, k, v = attention_qkv(attn, x)
+    q, k = (rotated(attn, t, rope).type_as(v) for t in (q, k))
+    out = attention_kernel(q, k, v, attn.scale, explicit=not attn.fused_attn)
+    b, t, _ = x.shape
+    out = attn.norm(out.transpose(1, 2).reshape(b, t, -1))
+    if attn.gate is not None:
+        out = out * attn.gate(x).sigmoid()
+    return attn.proj_drop(attn.proj(out))
+
+
+def attention_kernel(q: Tensor, k: Tensor, v: Tensor, scale: float, explicit: bool = False) -> Tensor:
+    """softmax(q k^T * scale) v for q, k, v: (B, heads, T, dh) -> (B, heads, T, dh).
+
+    ``explicit``: the attention matrix as DINO computes it; else :func:`blocked_attention` for
+    bfloat16 on a CPU (faster there), the fused kernel elsewhere.
+    """
+    if explicit:
+        return attention_map(q, k, scale) @ v
+    if q.device.type == "cpu" and q.dtype == torch.bfloat16:
+        return blocked_attention(q, k, v, scale)
+    return F.scaled_dot_product_attention(q, k, v)
+
+
+def attention_map(q: Tensor, k: Tensor, scale: float) -> Tensor:
+    """q: (B, heads, Tq, dh), k: (B, heads, T, dh) -> softmax(q k^T * scale): (B, heads, Tq, T)."""
+    return ((q @ k.transpose(-2, -1)) * scale).softmax(dim=-1)
+
+
+def attention_qkv(attn: nn.Module, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The queries, keys and values of a timm attention module on x: (B, T, d) -> three
+    (B, heads, T, d/heads), after its q/k norms and before rotary embeddings. Head h holds the
+    channels ``h * d/heads`` to ``(h + 1) * d/heads`` of its part of the projection."""
+    b, t, _ = x.shape
+    if attn.qkv is None:
+        q, k, v = (proj(x).reshape(b, t, attn.num_heads, -1).transpose(1, 2) for proj in (attn.q_proj, attn.k_proj, attn.v_proj))
+    else:
+        q, k, v = qkv_projection(attn, x).reshape(b, t, 3, attn.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+    return attn.q_norm(q), attn.k_norm(k), v
+
+
+def qkv_projection(attn: nn.Module, x: Tensor) -> Tensor:
+    """The fused projection x: (B, T, d) -> (B, T, 3 d), laid out (3, heads, d/heads). EVA's
+    attention (DINOv3) keeps its biases apart (``q_bias``, a zero ``k_bias``, ``v_bias``) and
+    applies them without calling ``qkv`` when they exist."""
+    if getattr(attn, "q_bias", None) is None:
+        return attn.qkv(x)
+    bias = torch.cat((attn.q_bias, attn.k_bias, attn.v_bias))
+    if attn.qkv_bias_separate:
+        return attn.qkv(x) + bias
+    return F.linear(x, attn.qkv.weight, bias)
+
+
+def rotated(attn: nn.Module, t: Tensor, rope: Tensor | None) -> Tensor:
+    """Queries or keys t: (B, heads, T, dh) with the rotary position embedding applied to the
+    patches (prefix tokens are not rotated); t itself without RoPE."""
+    if rope is None:
+        return t
+    prefix = attn.num_prefix_tokens
+    return torch.cat((t[:, :, :prefix], apply_rot_embed_cat(t[:, :, prefix:], rope, half=attn.rotate_half)), dim=2)
+
+
+def embedded_tokens(model: nn.Module, images: Tensor) -> tuple[Tensor, Tensor | None]:
+    """images: (B, 3, H, W) -> the tokens entering the first block (B, T, d), prefix tokens
+    (CLS, registers) first, and the model's rotary position embedding (None without RoPE), as
+    the model's ``forward_features`` computes them."""
+    x = model.patch_embed(images)
+    if isinstance(model, timm_eva.Eva):
+        x, rope = model._pos_embed(x)
+    else:
+        x, rope = model.patch_drop(model._pos_embed(x)), None
+    return model.norm_pre(x), rope
+
+
+def last_attention_inputs(model: nn.Module, images: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+    """images: (B, 3, H, W) -> q, k, v of the last block's attention (B, heads, T, d/heads),
+    before RoPE, and the rotary embedding of that block (None without RoPE). The blocks before
+    run with :func:`attention_kernel`; nothing after the last attention's projection runs."""
+    tokens, rope = embedded_tokens(model, images)
+    blocks = list(model.blocks)
+    for index, block in enumerate(blocks[:-1]):
+        block_rope = _block_rope(model, rope, index)
+        tokens = block(tokens) if block_rope is None else block(tokens, rope=block_rope)
+    last = blocks[-1]
+    q, k, v = attention_qkv(last.attn, last.norm1(tokens))
+    return q, k, v, _block_rope(model, rope, len(blocks) - 1)
+
+
+def _block_rope(model: nn.Module, rope: Tensor | None, index: int) -> Tensor | None:
+    """The rotary embedding of block ``index`` (one per block for timm's mixed RoPE)."""
+    return rope[index] if rope is not None and getattr(model, "rope_mixed", False) else rope
+
+
+def last_selfattention(model: nn.Module, images: Tensor) -> Tensor:
+    """images: (B, 3, H, W) -> attention of the last block: (B, heads, T, T), softmax(q k^T * scale)
+    with the rotary embedding applied, as DINO's ``get_last_selfattention`` computes it."""
+    attn = model.blocks[-1].attn
+    q, k, _, rope = last_attention_inputs(model, images)
+    return attention_map(rotated(attn, q, rope), rotated(attn, k, rope), attn.scale)
+
+
+def timm_patch_size(model: nn.Module) -> int:
+    """The patch side p of a timm ViT (square patches)."""
+    rows, cols = model.patch_embed.patch_size
+    if rows != cols:
+        raise LostError(f"patches of {rows}x{cols} pixels are not supported; choose a ViT with square patches")
+    return rows
 
 
 # ----------------------------------------------------------------------------------------------
@@ -611,8 +796,10 @@ class FeatureExtractor:
         self.model = model
         self.backbone = backbone_entry(arch)
         self.is_vit = self.backbone.is_vit
-        if self.is_vit and model.patch_size != patch_size:
-            raise ValueError(f"patch_size {patch_size} differs from the model's {model.patch_size}")
+        if self.is_vit:
+            model_patch = model.patch_size if isinstance(model, VisionTransformer) else timm_patch_size(model)
+            if model_patch != patch_size:
+                raise ValueError(f"patch_size {patch_size} differs from the model's {model_patch}")
         self.arch = arch
         self.patch_size = patch_size
         self.which_features = which_features
@@ -644,9 +831,25 @@ class FeatureExtractor:
                 raise LostError(f"this method needs a ViT --arch ({', '.join(VIT_NAMES)}), not {self.arch}")
             return self._conv_features(images)
         grid = self._vit_grid(images)
+        if not isinstance(self.model, VisionTransformer):
+            return self._timm_features(images, needs, grid)
         qkv = self.model.last_qkv(images)
         feats = self._vit_patch_features(qkv) if "feats" in needs else None
         attention = self._vit_cls_attention(qkv) if "cls_attention" in needs else None
+        return Features(feats, grid, (self.patch_size, self.patch_size), attention)
+
+    def _timm_features(self, images: Tensor, needs: frozenset[str], grid: tuple[int, int]) -> Features:
+        q, k, v, rope = last_attention_inputs(self.model, images)
+        attn = self.model.blocks[-1].attn
+        prefix = self.model.num_prefix_tokens
+        feats = None
+        if "feats" in needs:
+            part = {"q": q, "k": k, "v": v}[self.which_features]
+            b, _, t, _ = part.shape
+            feats = part.transpose(1, 2).reshape(b, t, -1)[:, prefix:].float().contiguous()
+        attention = None
+        if "cls_attention" in needs:
+            attention = attention_map(rotated(attn, q, rope)[:, :, :1], rotated(attn, k, rope), attn.scale)[:, :, 0, prefix:]
         return Features(feats, grid, (self.patch_size, self.patch_size), attention)
 
     @torch.no_grad()
