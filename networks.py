@@ -1,17 +1,20 @@
 """Backbones for LOST: building them, loading their weights, extracting the features LOST needs.
 
-The ViT is DINO's architecture written out here, with DINO's (and timm's) parameter names, so
-DINO's and timm's state dicts load as they are. It departs from DINO's file in two ways, both for
-speed and neither changing a result beyond float rounding: the blocks use
-``F.scaled_dot_product_attention`` where only their tokens are needed (``forward``, ``last_qkv``,
-``last_cls_attention``), or in bfloat16 on a CPU :func:`blocked_attention`, which is faster there;
-and ``last_qkv`` and ``last_cls_attention`` stop as soon as they have what LOST needs (the last
-block's ``qkv`` output, or its CLS attention row).
-``get_last_selfattention`` keeps DINO's explicit softmax attention throughout.
+Vision Transformers are timm's. DINO's (``vit_tiny``, ``vit_small``, ``vit_base``) is timm's ViT,
+whose parameter names are DINO's, so DINO's checkpoints load as they are, with DINO's resizing of
+the position embeddings (:class:`DinoVisionTransformer`): its features are DINO's.
+
+The features are read by running the model's parts here (:func:`last_attention_inputs`): its
+patch and position embeddings, the blocks before the last, then the last block's first norm and
+its attention's queries, keys and values; nothing after them runs. Every attention module runs
+through :func:`attention_forward`, a forward over the module's own parameters that picks the
+kernel: ``F.scaled_dot_product_attention``, or in bfloat16 on a CPU :func:`blocked_attention`,
+which is faster there; neither changes a result beyond float rounding.
+:func:`last_selfattention` gives the last block's whole attention matrix, as DINO's
+``get_last_selfattention`` does.
 
 ResNet-50 and VGG16 are torchvision's, without their pooling and classifier; their parameter
-names stay torchvision's so that torchvision and DINO state dicts load. torchvision is imported
-only when one of them is built (its import costs a second that a ViT run need not pay).
+names stay torchvision's so that torchvision and DINO state dicts load.
 
 A feature map leaves this module as :class:`Features`: ``feats: (B, N, d) float32`` with patch
 index ``row * w + col`` on the grid ``(h, w)``, and the image pixels per feature cell ``(sy, sx)``.
@@ -29,6 +32,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+import torchvision
 from timm.layers import apply_rot_embed_cat
 from timm.models import eva as timm_eva
 from timm.models import vision_transformer as timm_vit
@@ -38,7 +42,7 @@ from errors import LostError
 
 DINO_URL = "https://dl.fbaipublicfiles.com/dino/"
 RESNET_DILATIONS = {1: [False, False, False], 2: [False, False, True], 4: [False, True, True]}
-QKV_INDEX = {"q": 0, "k": 1, "v": 2}
+WHICH_FEATURES = ("k", "q", "v")
 
 # Keys of a checkpoint that are not backbone weights: DINO's projection head and timm's classifier
 # (``head.*``), torchvision's classifiers (``fc.*``, ``classifier.*``, ConvNets only).
@@ -46,198 +50,6 @@ VIT_IGNORED_PREFIXES = ("head.",)
 CONV_IGNORED_PREFIXES = ("head.", "fc.", "classifier.")
 WRAPPER_PREFIXES = ("module.", "backbone.")
 MAX_LISTED = 5
-
-
-# ----------------------------------------------------------------------------------------------
-# Vision Transformer (DINO)
-# ----------------------------------------------------------------------------------------------
-
-
-class PatchEmbed(nn.Module):
-    """Non-overlapping p x p patches to tokens: (B, 3, H, W) -> (B, (H/p)*(W/p), d), row-major."""
-
-    def __init__(self, patch_size: int, embed_dim: int):
-        super().__init__()
-        self.proj = nn.Conv2d(3, embed_dim, kernel_size=patch_size, stride=patch_size)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.proj(x).flatten(2).transpose(1, 2)
-
-
-class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden_dim: int):
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden_dim)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden_dim, dim)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.fc2(self.act(self.fc1(x)))
-
-
-class Attention(nn.Module):
-    def __init__(self, dim: int, num_heads: int):
-        super().__init__()
-        self.num_heads = num_heads
-        self.scale = (dim // num_heads) ** -0.5
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.proj = nn.Linear(dim, dim)
-
-    def split_heads(self, qkv: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """qkv: (B, T, 3*d), laid out (3, heads, d/heads) -> q, k, v: (B, heads, T, d/heads)."""
-        b, t, _ = qkv.shape
-        q, k, v = qkv.reshape(b, t, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
-        return q, k, v
-
-    def attention_map(self, q: Tensor, k: Tensor) -> Tensor:
-        """q: (B, heads, Tq, dh), k: (B, heads, T, dh) -> softmax(q k^T / sqrt(dh)): (B, heads, Tq, T)."""
-        return ((q @ k.transpose(-2, -1)) * self.scale).softmax(dim=-1)
-
-    def forward(self, x: Tensor, explicit: bool = False) -> Tensor:
-        """x: (B, T, d) -> (B, T, d); `explicit` computes the attention matrix as DINO does."""
-        q, k, v = self.split_heads(self.qkv(x))
-        if explicit:
-            out = self.attention_map(q, k) @ v
-        elif q.device.type == "cpu" and q.dtype == torch.bfloat16:
-            out = blocked_attention(q, k, v, self.scale)
-        else:
-            out = F.scaled_dot_product_attention(q, k, v)
-        b, _, t, _ = out.shape
-        return self.proj(out.transpose(1, 2).reshape(b, t, -1))
-
-
-def blocked_attention(q: Tensor, k: Tensor, v: Tensor, scale: float, block_elements: int = 2**20) -> Tensor:
-    """softmax(q k^T * scale) v for q, k, v: (B, heads, T, dh) -> (B, heads, T, dh), in their dtype.
-
-    Two batched matrix products and a softmax over blocks of heads and query rows, each block's
-    logits holding at most ``block_elements`` values (about 2 MiB in bfloat16: they stay in
-    cache). On a CPU with bfloat16 matrix instructions this runs at the matrix products' rate,
-    faster than the fused kernel. The logits are rounded to the inputs' dtype before the softmax
-    (which computes in float32); the fused kernel keeps them in float32.
-    """
-    b, heads, t, dh = q.shape
-    queries = (q * scale).flatten(0, 1)
-    keys_t = k.flatten(0, 1).transpose(1, 2)
-    values = v.flatten(0, 1)
-    out = torch.empty_like(queries)
-    heads_per_block = max(1, block_elements // (t * t))
-    rows_per_block = min(t, max(1, block_elements // t))
-    with torch.autocast(q.device.type, enabled=False):
-        for first in range(0, b * heads, heads_per_block):
-            head_slice = slice(first, first + heads_per_block)
-            for row in range(0, t, rows_per_block):
-                row_slice = slice(row, row + rows_per_block)
-                logits = torch.bmm(queries[head_slice, row_slice], keys_t[head_slice])
-                torch.bmm(logits.softmax(dim=-1), values[head_slice], out=out[head_slice, row_slice])
-    return out.view(b, heads, t, dh)
-
-
-class Block(nn.Module):
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float):
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
-        self.attn = Attention(dim, num_heads)
-        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio))
-
-    def forward(self, x: Tensor, explicit: bool = False) -> Tensor:
-        x = x + self.attn(self.norm1(x), explicit)
-        return x + self.mlp(self.norm2(x))
-
-
-class VisionTransformer(nn.Module):
-    """DINO's ViT without classifier (``head`` is Identity). Tokens: CLS first, then the patches
-    row-major; T = 1 + N with N = (H/p) * (W/p) for an image (B, 3, H, W)."""
-
-    def __init__(
-        self,
-        patch_size: int,
-        embed_dim: int,
-        depth: int,
-        num_heads: int,
-        mlp_ratio: float = 4,
-        img_size: int = 224,
-    ):
-        super().__init__()
-        self.patch_size = patch_size
-        self.embed_dim = embed_dim
-        self.num_heads = num_heads
-        num_patches = (img_size // patch_size) ** 2
-        self.patch_embed = PatchEmbed(patch_size, embed_dim)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
-        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + num_patches, embed_dim))
-        self.blocks = nn.ModuleList(Block(embed_dim, num_heads, mlp_ratio) for _ in range(depth))
-        self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
-        self.head = nn.Identity()
-        nn.init.trunc_normal_(self.pos_embed, std=0.02)
-        nn.init.trunc_normal_(self.cls_token, std=0.02)
-        self.apply(_init_vit_weights)
-
-    def interpolate_pos_encoding(self, rows: int, cols: int) -> Tensor:
-        """Position embeddings for a rows x cols patch grid: (1, 1 + rows*cols, d).
-
-        DINO's resizing, kept exactly (timm's resampling gives other features): a bicubic
-        interpolation of the trained sqrt(N) x sqrt(N) grid with scale factors (rows + 0.1) / sqrt(N)
-        and (cols + 0.1) / sqrt(N).
-        """
-        n = self.pos_embed.shape[1] - 1
-        if rows * cols == n and rows == cols:
-            return self.pos_embed
-        side = int(math.sqrt(n))
-        patch_pos = self.pos_embed[:, 1:].reshape(1, side, side, -1).permute(0, 3, 1, 2)
-        patch_pos = F.interpolate(
-            patch_pos,
-            scale_factor=((rows + 0.1) / math.sqrt(n), (cols + 0.1) / math.sqrt(n)),
-            mode="bicubic",
-        )
-        patch_pos = patch_pos.permute(0, 2, 3, 1).reshape(1, rows * cols, -1)
-        return torch.cat((self.pos_embed[:, :1], patch_pos), dim=1)
-
-    def prepare_tokens(self, x: Tensor) -> Tensor:
-        """x: (B, 3, H, W) -> tokens (B, 1 + N, d) with position embeddings."""
-        b, _, h, w = x.shape
-        tokens = torch.cat((self.cls_token.expand(b, -1, -1), self.patch_embed(x)), dim=1)
-        return tokens + self.interpolate_pos_encoding(h // self.patch_size, w // self.patch_size)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """x: (B, 3, H, W) -> CLS token after the final norm: (B, d)."""
-        tokens = self.prepare_tokens(x)
-        for block in self.blocks:
-            tokens = block(tokens)
-        return self.head(self.norm(tokens)[:, 0])
-
-    def get_last_selfattention(self, x: Tensor) -> Tensor:
-        """x: (B, 3, H, W) -> attention of the last block: (B, heads, T, T), as DINO computes it."""
-        attn = self.blocks[-1].attn
-        q, k, _ = attn.split_heads(self._last_qkv(x, explicit=True))
-        return attn.attention_map(q, k)
-
-    def last_qkv(self, x: Tensor) -> Tensor:
-        """x: (B, 3, H, W) -> output of the last block's ``attn.qkv`` linear: (B, T, 3*d), laid out
-        (3, heads, d/heads) along the last axis. Nothing after that layer is computed."""
-        return self._last_qkv(x, explicit=False)
-
-    def last_cls_attention(self, x: Tensor) -> Tensor:
-        """x: (B, 3, H, W) -> last block's attention of the CLS query on the N patches: (B, heads, N)."""
-        attn = self.blocks[-1].attn
-        q, k, _ = attn.split_heads(self.last_qkv(x))
-        return attn.attention_map(q[:, :, :1], k)[:, :, 0, 1:]
-
-    def _last_qkv(self, x: Tensor, explicit: bool) -> Tensor:
-        tokens = self.prepare_tokens(x)
-        for block in self.blocks[:-1]:
-            tokens = block(tokens, explicit)
-        last = self.blocks[-1]
-        return last.attn.qkv(last.norm1(tokens))
-
-
-def _init_vit_weights(module: nn.Module) -> None:
-    if isinstance(module, nn.Linear):
-        nn.init.trunc_normal_(module.weight, std=0.02)
-        nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.LayerNorm):
-        nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -249,8 +61,9 @@ class DinoVisionTransformer(timm_vit.VisionTransformer):
     """DINO's ViT as timm builds it (qkv bias, LayerNorm eps 1e-6, MLP ratio 4, no classifier;
     DINO's parameter names are timm's), with DINO's resizing of the position embeddings.
 
-    Tokens: CLS first, then the patches row-major; T = 1 + N with N = (H/p) * (W/p) for images
-    (B, 3, H, W) whose sides are multiples of the patch size p.
+    Tokens: CLS first, then the patches row-major; T = 1 + N with N = (H//p) * (W//p) for images
+    (B, 3, H, W): like DINO's, the patch embedding takes any image size and leaves out the pixels
+    past the last whole patch.
     """
 
     def __init__(self, patch_size: int, embed_dim: int, depth: int, num_heads: int, img_size: int = 224):
@@ -263,6 +76,7 @@ class DinoVisionTransformer(timm_vit.VisionTransformer):
             num_classes=0,
             dynamic_img_size=True,
         )
+        self.patch_embed.img_size = None  # timm checks the image size against the patch size only when it has one
         use_lost_attention(self)
 
     @property
@@ -308,8 +122,9 @@ def attention_forward(
     attn: nn.Module, x: Tensor, rope: Tensor | None = None, attn_mask: Tensor | None = None, is_causal: bool = False
 ) -> Tensor:
     """What a timm attention module (``Attention``, ``EvaAttention``) computes in eval mode,
-    x: (B, T, d) -> (B, T, d), with the kernel chosen by :func:`attention_kernel`. Masked or
-    causal calls go to the module's own forward."""
+    x: (B, T, d) -> (B, T, d), with the kernel chosen by :func:`attention_kernel` (explicit when
+    the module's ``fused_attn`` is off, as timm does). Masked or causal calls go to the module's
+    own forward."""
     if attn_mask is not None or is_causal:
         rope_argument = {} if rope is None else {"rope": rope}
         return type(attn).forward(attn, x, attn_mask=attn_mask, is_causal=is_causal, **rope_argument)
@@ -334,6 +149,32 @@ def attention_kernel(q: Tensor, k: Tensor, v: Tensor, scale: float, explicit: bo
     if q.device.type == "cpu" and q.dtype == torch.bfloat16:
         return blocked_attention(q, k, v, scale)
     return F.scaled_dot_product_attention(q, k, v)
+
+
+def blocked_attention(q: Tensor, k: Tensor, v: Tensor, scale: float, block_elements: int = 2**20) -> Tensor:
+    """softmax(q k^T * scale) v for q, k, v: (B, heads, T, dh) -> (B, heads, T, dh), in their dtype.
+
+    Two batched matrix products and a softmax over blocks of heads and query rows, each block's
+    logits holding at most ``block_elements`` values (about 2 MiB in bfloat16: they stay in
+    cache). On a CPU with bfloat16 matrix instructions this runs at the matrix products' rate,
+    faster than the fused kernel. The logits are rounded to the inputs' dtype before the softmax
+    (which computes in float32); the fused kernel keeps them in float32.
+    """
+    b, heads, t, dh = q.shape
+    queries = (q * scale).flatten(0, 1)
+    keys_t = k.flatten(0, 1).transpose(1, 2)
+    values = v.flatten(0, 1)
+    out = torch.empty_like(queries)
+    heads_per_block = max(1, block_elements // (t * t))
+    rows_per_block = min(t, max(1, block_elements // t))
+    with torch.autocast(q.device.type, enabled=False):
+        for first in range(0, b * heads, heads_per_block):
+            head_slice = slice(first, first + heads_per_block)
+            for row in range(0, t, rows_per_block):
+                row_slice = slice(row, row + rows_per_block)
+                logits = torch.bmm(queries[head_slice, row_slice], keys_t[head_slice])
+                torch.bmm(logits.softmax(dim=-1), values[head_slice], out=out[head_slice, row_slice])
+    return out.view(b, heads, t, dh)
 
 
 def attention_map(q: Tensor, k: Tensor, scale: float) -> Tensor:
@@ -437,8 +278,6 @@ class ConvFeatures(nn.Sequential):
 def resnet50_features(resnet_dilate: int = 2) -> ConvFeatures:
     """torchvision ResNet-50 without avgpool and fc; the last stages dilated instead of strided
     (output stride 32, 16, 8 for ``resnet_dilate`` 1, 2, 4)."""
-    import torchvision
-
     resnet = torchvision.models.resnet50(
         weights=None, replace_stride_with_dilation=RESNET_DILATIONS[resnet_dilate]
     )
@@ -448,8 +287,6 @@ def resnet50_features(resnet_dilate: int = 2) -> ConvFeatures:
 
 def vgg16_features() -> ConvFeatures:
     """torchvision VGG16 ``features`` without the last max-pool (output stride 16)."""
-    import torchvision
-
     vgg = torchvision.models.vgg16(weights=None)
     return ConvFeatures(OrderedDict(features=vgg.features[:-1]))
 
@@ -506,18 +343,12 @@ def dino_vit_weights(name: str) -> Callable[[int], str | None]:
 
 def torchvision_weights(weights_enum: str) -> Callable[[int], str]:
     """URL of torchvision's ImageNet weights ``weights_enum`` (e.g. ``ResNet50_Weights``)."""
-
-    def url(_patch_size: int) -> str:
-        import torchvision
-
-        return getattr(torchvision.models, weights_enum).IMAGENET1K_V1.url
-
-    return url
+    return lambda _patch_size: getattr(torchvision.models, weights_enum).IMAGENET1K_V1.url
 
 
-def dino_vit(embed_dim: int, num_heads: int) -> Callable[[int, int], VisionTransformer]:
+def dino_vit(embed_dim: int, num_heads: int) -> Callable[[int, int], DinoVisionTransformer]:
     """Builder of DINO's 12-block ViT of width ``embed_dim``."""
-    return lambda patch_size, _dilate: VisionTransformer(patch_size, embed_dim=embed_dim, depth=12, num_heads=num_heads)
+    return lambda patch_size, _dilate: DinoVisionTransformer(patch_size, embed_dim, depth=12, num_heads=num_heads)
 
 
 BACKBONES: dict[str, Backbone] = {
@@ -791,13 +622,13 @@ class FeatureExtractor:
     """
 
     def __init__(self, model: nn.Module, arch: str, patch_size: int, which_features: str = "k"):
-        if which_features not in QKV_INDEX:
+        if which_features not in WHICH_FEATURES:
             raise LostError(f"--which_features {which_features}: choose k, q or v")
         self.model = model
         self.backbone = backbone_entry(arch)
         self.is_vit = self.backbone.is_vit
         if self.is_vit:
-            model_patch = model.patch_size if isinstance(model, VisionTransformer) else timm_patch_size(model)
+            model_patch = timm_patch_size(model)
             if model_patch != patch_size:
                 raise ValueError(f"patch_size {patch_size} differs from the model's {model_patch}")
         self.arch = arch
@@ -808,7 +639,7 @@ class FeatureExtractor:
     @property
     def num_heads(self) -> int:
         """Attention heads of the last block (1 for a ConvNet)."""
-        return getattr(self.model, "num_heads", 1)
+        return self.model.blocks[-1].attn.num_heads if self.is_vit else 1
 
     @torch.no_grad()
     def __call__(self, images: Tensor) -> Features:
@@ -831,25 +662,9 @@ class FeatureExtractor:
                 raise LostError(f"this method needs a ViT --arch ({', '.join(VIT_NAMES)}), not {self.arch}")
             return self._conv_features(images)
         grid = self._vit_grid(images)
-        if not isinstance(self.model, VisionTransformer):
-            return self._timm_features(images, needs, grid)
-        qkv = self.model.last_qkv(images)
-        feats = self._vit_patch_features(qkv) if "feats" in needs else None
-        attention = self._vit_cls_attention(qkv) if "cls_attention" in needs else None
-        return Features(feats, grid, (self.patch_size, self.patch_size), attention)
-
-    def _timm_features(self, images: Tensor, needs: frozenset[str], grid: tuple[int, int]) -> Features:
         q, k, v, rope = last_attention_inputs(self.model, images)
-        attn = self.model.blocks[-1].attn
-        prefix = self.model.num_prefix_tokens
-        feats = None
-        if "feats" in needs:
-            part = {"q": q, "k": k, "v": v}[self.which_features]
-            b, _, t, _ = part.shape
-            feats = part.transpose(1, 2).reshape(b, t, -1)[:, prefix:].float().contiguous()
-        attention = None
-        if "cls_attention" in needs:
-            attention = attention_map(rotated(attn, q, rope)[:, :, :1], rotated(attn, k, rope), attn.scale)[:, :, 0, prefix:]
+        feats = self._vit_patch_features({"q": q, "k": k, "v": v}[self.which_features]) if "feats" in needs else None
+        attention = self._vit_cls_attention(q, k, rope) if "cls_attention" in needs else None
         return Features(feats, grid, (self.patch_size, self.patch_size), attention)
 
     @torch.no_grad()
@@ -869,17 +684,18 @@ class FeatureExtractor:
             raise ValueError(f"images {h}x{w} are not padded to a multiple of the patch size {p}")
         return h // p, w // p
 
-    def _vit_patch_features(self, qkv: Tensor) -> Tensor:
-        """qkv: (B, T, 3*d) -> the chosen features of the patches: (B, N, d) float32."""
-        d = qkv.shape[-1] // 3
-        start = QKV_INDEX[self.which_features] * d
-        return qkv[:, self.backbone.prefix_tokens :, start : start + d].float().contiguous()
+    def _vit_patch_features(self, part: Tensor) -> Tensor:
+        """part: q, k or v of the last block (B, heads, T, d/heads) -> the patches' features with
+        heads concatenated in head order: (B, N, d) float32."""
+        b, _, t, _ = part.shape
+        return part.transpose(1, 2).reshape(b, t, -1)[:, self.model.num_prefix_tokens :].float().contiguous()
 
-    def _vit_cls_attention(self, qkv: Tensor) -> Tensor:
-        """qkv: (B, T, 3*d) -> softmax attention of the CLS query, read over the patches: (B, heads, N)."""
+    def _vit_cls_attention(self, q: Tensor, k: Tensor, rope: Tensor | None) -> Tensor:
+        """q, k: (B, heads, T, d/heads) before RoPE -> softmax attention of the CLS query over every
+        token, read over the patches: (B, heads, N)."""
         attn = self.model.blocks[-1].attn
-        q, k, _ = attn.split_heads(qkv)
-        return attn.attention_map(q[:, :, :1], k)[:, :, 0, self.backbone.prefix_tokens :]
+        cls_query = rotated(attn, q, rope)[:, :, :1]
+        return attention_map(cls_query, rotated(attn, k, rope), attn.scale)[:, :, 0, self.model.num_prefix_tokens :]
 
     def _conv_features(self, images: Tensor) -> Features:
         maps = self.model(images)

@@ -1,4 +1,4 @@
-"""DINO v1 through timm's ViT gives DINO's features and LOST's boxes.
+"""DINO v1 through timm's ViT gives DINO's features and the boxes of LOST and DINO-seg.
 
 The reference is a transcription of the computation of DINO's ``vision_transformer.py``
 (``prepare_tokens`` with ``interpolate_pos_encoding``, pre-norm blocks with explicit softmax
@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 import pytest
+import timm
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
@@ -86,17 +87,17 @@ def reference_last_qkv(state: dict, images: torch.Tensor, patch: int, heads: int
 # --- fixtures -----------------------------------------------------------------------------------
 
 
-def peaked_dino_state(arch: str, patch: int, seed: int) -> dict:
-    """Random weights of the DINO architecture, the query and key projections scaled by QK_GAIN
-    and the output projections of the residual branches by BRANCH_GAIN."""
+def peaked_dino_vit(arch: str, patch: int, seed: int) -> torch.nn.Module:
+    """The DINO architecture with random weights, the query and key projections scaled by
+    QK_GAIN and the output projections of the residual branches by BRANCH_GAIN."""
     torch.manual_seed(seed)
-    state = networks.build_model(arch, patch).state_dict()
-    for name, tensor in state.items():
+    model = networks.build_model(arch, patch)
+    for name, tensor in model.state_dict().items():
         if name.endswith("attn.qkv.weight"):
             tensor[: 2 * tensor.shape[1]] *= QK_GAIN
         elif name.endswith(("attn.proj.weight", "mlp.fc2.weight")):
             tensor *= BRANCH_GAIN
-    return state
+    return model
 
 
 def scene(width: int, height: int, seed: int) -> Image.Image:
@@ -142,27 +143,19 @@ def boxes_of(features: networks.Features, size: tuple[int, int], heads: int) -> 
 
 @pytest.mark.parametrize("arch, patch, heads", ARCHITECTURES)
 def test_timm_dino_vit_gives_dinos_keys_attention_and_boxes(arch, patch, heads):
-    state = peaked_dino_state(arch, patch, seed=patch + heads)
-    timm_model = networks.DinoVisionTransformer(patch, state["cls_token"].shape[-1], 12, heads).eval()
-    timm_model.load_state_dict(state)
-    old_model = networks.build_model(arch, patch)
-    old_model.load_state_dict(state)
-    timm_extractor = FeatureExtractor(timm_model, arch, patch)
-    old_extractor = FeatureExtractor(old_model, arch, patch)
-    both = frozenset({"feats", "cls_attention"})
+    model = peaked_dino_vit(arch, patch, seed=patch + heads)
+    assert isinstance(model, timm.models.vision_transformer.VisionTransformer)
+    state = model.state_dict()
+    extractor = FeatureExtractor(model, arch, patch)
     lost_boxes = []
     for image, size in padded_scenes(patch):
         keys, attention = reference_keys_and_attention(state, image, patch, heads)
-        timm_features = timm_extractor.extract(image, both)
-        old_features = old_extractor.extract(image, both)
-        scale = keys.abs().max().item()
-        for features in (timm_features, old_features):
-            torch.testing.assert_close(features.feats, keys, rtol=1e-5, atol=1e-5 * scale)
-            torch.testing.assert_close(features.cls_attention, attention, rtol=1e-3, atol=1e-4)
-        reference = networks.Features(keys, timm_features.grid, timm_features.scales, attention)
+        features = extractor.extract(image, frozenset({"feats", "cls_attention"}))
+        torch.testing.assert_close(features.feats, keys, rtol=1e-5, atol=1e-5 * keys.abs().max().item())
+        torch.testing.assert_close(features.cls_attention, attention, rtol=1e-3, atol=1e-4)
+        reference = networks.Features(keys, features.grid, features.scales, attention)
         expected = boxes_of(reference, size, heads)
-        assert boxes_of(timm_features, size, heads) == expected
-        assert boxes_of(old_features, size, heads) == expected
+        assert boxes_of(features, size, heads) == expected
         lost_boxes.append(expected[0])
     whole_images = [[0, 0, width, height] for width, height in IMAGE_SIZES]
     assert lost_boxes != whole_images and len({tuple(box) for box in lost_boxes}) == len(lost_boxes)
