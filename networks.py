@@ -1,15 +1,23 @@
 """Backbones for LOST: building them, loading their weights, extracting the features LOST needs.
 
-Vision Transformers are timm's. DINO's (``vit_tiny``, ``vit_small``, ``vit_base``) is timm's ViT,
-whose parameter names are DINO's, so DINO's checkpoints load as they are, with DINO's resizing of
-the position embeddings (:class:`DinoVisionTransformer`): its features are DINO's.
+Vision Transformers are timm's. The table's DINO ViTs (``vit_tiny``, ``vit_small``, ``vit_base``)
+are timm's ViT, whose parameter names are DINO's, so DINO's checkpoints load as they are, with
+DINO's resizing of the position embeddings (:class:`DinoVisionTransformer`): their features are
+DINO's. Any timm ViT name is a backbone too (:func:`timm_backbone`: DINOv2 with or without
+registers, DINOv3, ...): its patch size and prefix tokens (CLS, registers) are the model's, its
+position embeddings (or rotary embeddings) are resized timm's way, and its weights are timm's
+pretrained ones or a checkpoint file, official DINOv2/DINOv3 layouts included (converted by timm's
+own checkpoint filters). DINO v1 under its timm name (``vit_small_patch16_224.dino``) is DINO's
+model as above.
 
 The features are read by running the model's parts here (:func:`last_attention_inputs`): its
 patch and position embeddings, the blocks before the last, then the last block's first norm and
 its attention's queries, keys and values; nothing after them runs. Every attention module runs
 through :func:`attention_forward`, a forward over the module's own parameters that picks the
 kernel: ``F.scaled_dot_product_attention``, or in bfloat16 on a CPU :func:`blocked_attention`,
-which is faster there; neither changes a result beyond float rounding.
+which is faster there; neither changes a result beyond float rounding. A model with rotary
+position embeddings (DINOv3) gives its keys before the rotation by default, after it on request
+(``rope_keys``); its CLS attention is always the model's own, after the rotation.
 :func:`last_selfattention` gives the last block's whole attention matrix, as DINO's
 ``get_last_selfattention`` does.
 
@@ -23,19 +31,23 @@ index ``row * w + col`` on the grid ``(h, w)``, and the image pixels per feature
 import argparse
 import contextlib
 import functools
+import io
 import math
 import urllib.parse
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import timm
 import torch
 import torch.nn.functional as F
 import torchvision
-from timm.layers import apply_rot_embed_cat
+from timm.layers import Attention, apply_rot_embed_cat
 from timm.models import eva as timm_eva
-from timm.models import vision_transformer as timm_vit
+from timm.models import vision_transformer as timm_vision_transformer
+from timm.models._hub import get_cache_dir, has_hf_hub
 from torch import Tensor, nn
 
 from errors import LostError
@@ -43,6 +55,12 @@ from errors import LostError
 DINO_URL = "https://dl.fbaipublicfiles.com/dino/"
 RESNET_DILATIONS = {1: [False, False, False], 2: [False, False, True], 4: [False, True, True]}
 WHICH_FEATURES = ("k", "q", "v")
+ROPE_KEYS = ("pre", "post")
+DEFAULT_ROPE_KEYS = "pre"
+"""Keys (and queries) of RoPE models are read before the rotary embedding by default: their
+similarities then do not depend on where the two patches are (see the README, Backbones)."""
+DINO_V1_TAG = "dino"
+"""timm's pretrained tag of DINO v1's weights (``vit_small_patch16_224.dino``, ...)."""
 
 # Keys of a checkpoint that are not backbone weights: DINO's projection head and timm's classifier
 # (``head.*``), torchvision's classifiers (``fc.*``, ``classifier.*``, ConvNets only).
@@ -57,7 +75,7 @@ MAX_LISTED = 5
 # ----------------------------------------------------------------------------------------------
 
 
-class DinoVisionTransformer(timm_vit.VisionTransformer):
+class DinoVisionTransformer(timm_vision_transformer.VisionTransformer):
     """DINO's ViT as timm builds it (qkv bias, LayerNorm eps 1e-6, MLP ratio 4, no classifier;
     DINO's parameter names are timm's), with DINO's resizing of the position embeddings.
 
@@ -133,8 +151,9 @@ def attention_forward(
     out = attention_kernel(q, k, v, attn.scale, explicit=not attn.fused_attn)
     b, t, _ = x.shape
     out = attn.norm(out.transpose(1, 2).reshape(b, t, -1))
-    if attn.gate is not None:
-        out = out * attn.gate(x).sigmoid()
+    gate = getattr(attn, "gate", None)  # older timm releases have no gated attention
+    if gate is not None:
+        out = out * gate(x).sigmoid()
     return attn.proj_drop(attn.proj(out))
 
 
@@ -212,7 +231,8 @@ def rotated(attn: nn.Module, t: Tensor, rope: Tensor | None) -> Tensor:
     if rope is None:
         return t
     prefix = attn.num_prefix_tokens
-    return torch.cat((t[:, :, :prefix], apply_rot_embed_cat(t[:, :, prefix:], rope, half=attn.rotate_half)), dim=2)
+    half = getattr(attn, "rotate_half", False)
+    return torch.cat((t[:, :, :prefix], apply_rot_embed_cat(t[:, :, prefix:], rope, half=half)), dim=2)
 
 
 def embedded_tokens(model: nn.Module, images: Tensor) -> tuple[Tensor, Tensor | None]:
@@ -301,12 +321,14 @@ class Backbone:
     """One entry of the backbone table: everything the code needs to know of an architecture.
 
     name: the ``--arch`` value. kind: ``"vit"`` (tokens: prefix tokens then patches, features
-    read from the last block's ``qkv``) or ``"conv"`` (the last feature map).
+    read from the last block's attention) or ``"conv"`` (the last feature map).
     build: ``build(patch_size, resnet_dilate) -> nn.Module``, randomly initialized.
     patch_sizes: the patch sizes it is built with (ViT); a ConvNet ignores ``--patch_size``.
     official_weights: ``official_weights(patch_size) -> URL`` or None when there is none.
     prefix_tokens: tokens before the patches (CLS, registers) dropped from the patch features.
     dilated: whether ``--resnet_dilate`` applies (and so names the experiment).
+    from_timm: a timm model name (:func:`timm_backbone`): one patch size, the model's, whatever
+    ``--patch_size`` says; weights from timm's pretrained download; labelled by the name alone.
     """
 
     name: str
@@ -316,15 +338,20 @@ class Backbone:
     official_weights: Callable[[int], str | None]
     prefix_tokens: int = 1
     dilated: bool = False
+    from_timm: bool = False
 
     @property
     def is_vit(self) -> bool:
         return self.kind == "vit"
 
-    def label(self, patch_size: int, resnet_dilate: int) -> str:
-        """The backbone part of an experiment name: ``vit_small16``, ``resnet50dilate2``, ``vgg16_imagenet``."""
+    def label(self, patch_size: int, resnet_dilate: int, separator: str = "") -> str:
+        """The backbone part of an experiment name: ``vit_small16`` (``vit_small-16`` with
+        separator ``-``), ``resnet50dilate2``, ``vgg16_imagenet``, or a timm name as it is
+        (``vit_small_patch14_reg4_dinov2.lvd142m``)."""
+        if self.from_timm:
+            return self.name
         if self.is_vit:
-            return f"{self.name}{patch_size}"
+            return f"{self.name}{separator}{patch_size}"
         if self.dilated:
             return f"{self.name}dilate{resnet_dilate}"
         return self.name
@@ -372,18 +399,146 @@ BACKBONES: dict[str, Backbone] = {
 
 VIT_NAMES = tuple(name for name, backbone in BACKBONES.items() if backbone.is_vit)
 
+TIMM_VIT_MODULES = ("vision_transformer", "deit", "eva")
+"""timm's model files whose models are ViTs LOST can read (given standard or EVA blocks)."""
+
+TIMM_EXAMPLE = "vit_small_patch14_reg4_dinov2.lvd142m"
+
 
 def backbone_entry(arch: str) -> Backbone:
-    """The table entry of ``arch``, or LostError listing the known names."""
-    if arch not in BACKBONES:
-        raise LostError(f"--arch {arch}: unknown architecture; choose one of {', '.join(BACKBONES)}")
-    return BACKBONES[arch]
+    """The entry of ``arch``: the table's, or one built for a timm ViT name (:func:`timm_backbone`);
+    LostError for any other name."""
+    if arch in BACKBONES:
+        return BACKBONES[arch]
+    if is_timm_vit_name(arch):
+        return timm_backbone(arch)
+    raise LostError(
+        f"--arch {arch}: unknown architecture; choose one of {', '.join(BACKBONES)} or a timm ViT name "
+        f"such as {TIMM_EXAMPLE}"
+    )
+
+
+def vit_arch(name: str) -> str:
+    """``name`` when it names a ViT backbone (table or timm), for argparse's ``type=``;
+    ``argparse.ArgumentTypeError`` otherwise."""
+    try:
+        entry = backbone_entry(name)
+    except LostError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    if not entry.is_vit:
+        raise argparse.ArgumentTypeError(f"{name} is not a ViT; choose one of {', '.join(VIT_NAMES)} or a timm ViT name")
+    return name
+
+
+def is_timm_vit_name(name: str) -> bool:
+    """Whether timm builds ``name`` (``architecture`` or ``architecture.tag``, tag known) from
+    one of :data:`TIMM_VIT_MODULES`."""
+    if not (timm.is_model(name) and timm.models.is_model_in_modules(name, TIMM_VIT_MODULES)):
+        return False
+    try:
+        timm.models.get_pretrained_cfg(name)
+    except RuntimeError:  # an unknown tag
+        return False
+    return True
+
+
+@functools.cache
+def timm_backbone(name: str) -> Backbone:
+    """The entry of the timm ViT ``name``. Its patch size and prefix tokens are read off the model
+    built with one block on the meta device (no memory, no download); LostError when its blocks
+    are of a kind whose features this module cannot read."""
+    with torch.device("meta"):
+        probe = timm_vit(name, depth=1)
+    return Backbone(
+        name, "vit", lambda _p, _d: timm_vit(name), (timm_patch_size(probe),), lambda _p: None,
+        probe.num_prefix_tokens, from_timm=True,
+    )
+
+
+def timm_vit(name: str, pretrained: bool = False, **overrides: Any) -> nn.Module:
+    """The timm ViT ``name`` without classifier, in eval mode with gradients off, for images of
+    any size: random weights, or timm's pretrained ones from its cache (downloaded once; LostError
+    naming the cache folder and ``--pretrained_weights`` when that fails). ``overrides`` go to
+    ``timm.create_model`` (``depth=2``, ``embed_dim=48``, ...).
+
+    DINO v1 (tag ``dino``) is a :class:`DinoVisionTransformer`, with DINO's resizing of the
+    position embeddings; every other model resizes them (or its rotary embeddings) timm's way
+    (``dynamic_img_size``). Attention runs through :func:`attention_forward`.
+    """
+    if timm.models.split_model_name_tag(name)[1] == DINO_V1_TAG:
+        source = _create_timm_model(name, pretrained, num_classes=0, **overrides)
+        model = DinoVisionTransformer(
+            timm_patch_size(source), source.embed_dim, len(source.blocks), source.blocks[0].attn.num_heads,
+            source.patch_embed.img_size[0],
+        )
+        model.load_state_dict(source.state_dict())
+    else:
+        model = _create_timm_model(
+            name, pretrained, num_classes=0, dynamic_img_size=True, dynamic_img_pad=True, **overrides
+        )
+        _check_readable(name, model)
+        use_lost_attention(model)
+    return model.eval().requires_grad_(False)
+
+
+def _check_readable(name: str, model: nn.Module) -> None:
+    """LostError unless every block is timm's standard or EVA block with its attention (whose
+    queries, keys and values :func:`attention_qkv` reads)."""
+    for block in model.blocks:
+        attn = getattr(block, "attn", None)
+        if type(block) not in (timm_vision_transformer.Block, timm_eva.EvaBlock) or type(attn) not in (Attention, timm_eva.EvaAttention):
+            raise LostError(
+                f"--arch {name}: timm builds it with {type(block).__name__} blocks, whose features LOST cannot "
+                "read; choose a ViT of timm's standard or EVA blocks"
+            )
+
+
+def _create_timm_model(name: str, pretrained: bool, **options: Any) -> nn.Module:
+    if not pretrained:
+        return timm.create_model(name, pretrained=False, **options)
+    cfg = timm.models.get_pretrained_cfg(name)
+    if not (cfg.hf_hub_id or cfg.url or cfg.file):
+        raise LostError(f"--arch {name}: timm has no pretrained weights for it; pass --pretrained_weights PATH")
+    try:
+        return timm.create_model(name, pretrained=True, **options)
+    except OSError as exc:  # no network, HTTP errors, a missing cache entry
+        raise LostError(
+            f"--arch {name}: cannot get timm's pretrained weights ({_one_line(exc)}); connect to the network "
+            f"once (timm keeps them in {timm_cache_folder(cfg)}), or pass --pretrained_weights PATH to a "
+            "checkpoint of this model"
+        ) from exc
+
+
+def timm_cache_folder(cfg: Any) -> Path:
+    """Where timm keeps the downloaded weights of a pretrained configuration: the Hugging Face
+    hub cache for hub weights, else the torch hub checkpoints folder."""
+    if cfg.hf_hub_id and has_hf_hub():
+        import huggingface_hub.constants
+
+        return Path(huggingface_hub.constants.HF_HUB_CACHE)
+    return Path(get_cache_dir())
+
+
+def timm_state_dict(model: nn.Module, state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
+    """A checkpoint for a timm ViT in timm's key layout, converted by timm's own checkpoint filter
+    of the model's family (official DINOv2 files: ``mask_token``, ``register_tokens``, position
+    embeddings with the CLS entry; official DINOv3 files: ``storage_tokens``, ``ls1.gamma``, one
+    ``qkv.bias``). A patch embedding of another patch size is kept as it is, so that
+    :func:`load_weights` reports it instead of the filter resampling it."""
+    filter_fn = timm_eva.checkpoint_filter_fn if isinstance(model, timm_eva.Eva) else timm_vision_transformer.checkpoint_filter_fn
+    with contextlib.redirect_stdout(io.StringIO()):  # EVA's filter prints every bias it sets aside
+        converted = filter_fn(dict(state_dict), model)
+    patch_key = "patch_embed.proj.weight"
+    if patch_key in state_dict and state_dict[patch_key].shape[-2:] != model.patch_embed.proj.weight.shape[-2:]:
+        converted[patch_key] = state_dict[patch_key]
+    return converted
 
 
 @dataclass(frozen=True)
 class BackboneSpec:
     """Every setting of the backbone that changes features: the architecture and its options,
-    the weights (None: the official download) and which last-block features are read."""
+    the weights (None: the official download) and which last-block features are read, with the
+    rotary position embedding applied or not (``rope_keys``, RoPE models only)."""
 
     arch: str = "vit_small"
     patch_size: int = 16
@@ -391,14 +546,18 @@ class BackboneSpec:
     weights: str | None = None
     checkpoint_key: str = "teacher"
     which_features: str = "k"
+    rope_keys: str = "pre"
 
     @property
     def entry(self) -> Backbone:
         return backbone_entry(self.arch)
 
-    def label(self) -> str:
-        """``vit_small16``, ``resnet50dilate2``, ...: the backbone part of experiment names."""
-        return self.entry.label(self.patch_size, self.resnet_dilate)
+    def label(self, separator: str = "") -> str:
+        """``vit_small16``, ``resnet50dilate2``, ``vit_small_patch16_dinov3.lvd1689m``, ...: the
+        backbone part of experiment names (``vit_small-16`` with separator ``-``); post-RoPE
+        features add ``_postrope``."""
+        label = self.entry.label(self.patch_size, self.resnet_dilate, separator)
+        return label if self.rope_keys == DEFAULT_ROPE_KEYS else f"{label}_{self.rope_keys}rope"
 
     def model_id(self) -> str:
         """One string naming the model and its weights (caches of features are keyed by it)."""
@@ -421,11 +580,15 @@ def get_model(
 ) -> nn.Module:
     """The backbone with its weights, on `device`, in eval mode with gradients off.
 
-    Weights come from `pretrained_weights` when given, else from the official download (DINO's
-    checkpoints, torchvision's ImageNet ones for ``*_imagenet``) cached in the torch hub folder.
+    Weights come from `pretrained_weights` when given (a timm name also reads the official files
+    of its family, see :func:`timm_state_dict`), else from the official download: DINO's
+    checkpoints and torchvision's ImageNet ones (``*_imagenet``) cached in the torch hub folder,
+    timm's pretrained weights for a timm name, cached by timm.
     """
     entry = _checked_entry(arch, patch_size, resnet_dilate)
     target = _check_device(device)
+    if pretrained_weights is None and entry.from_timm:
+        return timm_vit(arch, pretrained=True).to(target)
     if pretrained_weights is not None:
         state_dict = load_checkpoint_state_dict(pretrained_weights, checkpoint_key)
         source = f"--pretrained_weights {pretrained_weights}"
@@ -433,7 +596,9 @@ def get_model(
         source = _official_url(entry, patch_size)
         state_dict = download_state_dict(source)
     model = build_model(arch, patch_size, resnet_dilate)
-    load_weights(model, state_dict, source, f"{arch}/{patch_size}" if entry.is_vit else arch)
+    if entry.from_timm:
+        state_dict = timm_state_dict(model, state_dict)
+    load_weights(model, state_dict, source, entry.label(patch_size, resnet_dilate, separator="/"))
     return model.to(target)
 
 
@@ -446,7 +611,7 @@ def _checked_entry(arch: str, patch_size: int, resnet_dilate: int) -> Backbone:
     entry = backbone_entry(arch)
     if entry.dilated and resnet_dilate not in RESNET_DILATIONS:
         raise LostError(f"--resnet_dilate {resnet_dilate}: choose 1, 2 or 4")
-    if entry.is_vit and patch_size not in entry.patch_sizes:
+    if entry.is_vit and not entry.from_timm and patch_size not in entry.patch_sizes:
         sizes = " or ".join(str(size) for size in entry.patch_sizes)
         raise LostError(f"--arch {arch} --patch_size {patch_size}: {arch} is built with patch size {sizes}")
     return entry
@@ -616,25 +781,58 @@ class FeatureExtractor:
     """The features a method works on, for a batch of same-size padded images.
 
     ViT: the last block's keys (or queries/values), heads concatenated in head order, prefix
-    tokens dropped; and the CLS attention over the patches. ResNet/VGG: the last feature map,
-    standardized by a layer norm over each image's (N, d) map.
+    tokens (CLS, registers) dropped, before or after the rotary position embedding of a RoPE
+    model (``rope_keys``); and the CLS attention over the patches. ResNet/VGG: the last feature
+    map, standardized by a layer norm over each image's (N, d) map.
+    patch_size: a ViT's is its model's (ValueError when given and different); a ConvNet's is the
+    padding multiple (default 16).
     The model runs where its parameters are; images are moved there.
     """
 
-    def __init__(self, model: nn.Module, arch: str, patch_size: int, which_features: str = "k"):
+    def __init__(
+        self,
+        model: nn.Module,
+        arch: str,
+        patch_size: int | None = None,
+        which_features: str = "k",
+        rope_keys: str = DEFAULT_ROPE_KEYS,
+    ):
         if which_features not in WHICH_FEATURES:
             raise LostError(f"--which_features {which_features}: choose k, q or v")
+        if rope_keys not in ROPE_KEYS:
+            raise LostError(f"--rope_keys {rope_keys}: choose pre or post")
         self.model = model
         self.backbone = backbone_entry(arch)
         self.is_vit = self.backbone.is_vit
-        if self.is_vit:
-            model_patch = timm_patch_size(model)
-            if model_patch != patch_size:
-                raise ValueError(f"patch_size {patch_size} differs from the model's {model_patch}")
         self.arch = arch
-        self.patch_size = patch_size
         self.which_features = which_features
-        self.pad_multiple = patch_size
+        self.rope_keys = rope_keys
+        self.patch_size = self._checked_vit(patch_size) if self.is_vit else patch_size or 16
+        self.pad_multiple = self.patch_size
+
+    @classmethod
+    def for_spec(cls, model: nn.Module, spec: BackboneSpec) -> "FeatureExtractor":
+        """The extractor of a model loaded from ``spec`` (a timm name's patch size is its model's)."""
+        patch_size = None if spec.entry.from_timm else spec.patch_size
+        return cls(model, spec.arch, patch_size, spec.which_features, spec.rope_keys)
+
+    def _checked_vit(self, patch_size: int | None) -> int:
+        """The model's patch size, after checking the model against the stated patch size, the
+        entry's prefix tokens and ``rope_keys``."""
+        model_patch = timm_patch_size(self.model)
+        if patch_size is not None and model_patch != patch_size:
+            raise ValueError(f"patch_size {patch_size} differs from the model's {model_patch}")
+        if self.model.num_prefix_tokens != self.backbone.prefix_tokens:
+            raise ValueError(
+                f"the model has {self.model.num_prefix_tokens} prefix tokens, --arch {self.arch} has "
+                f"{self.backbone.prefix_tokens}"
+            )
+        if self.rope_keys != DEFAULT_ROPE_KEYS and getattr(self.model, "rope", None) is None:
+            raise LostError(
+                f"--rope_keys {self.rope_keys}: --arch {self.arch} has no rotary position embedding; "
+                f"drop --rope_keys"
+            )
+        return model_patch
 
     @property
     def num_heads(self) -> int:
@@ -650,8 +848,8 @@ class FeatureExtractor:
     def extract(self, images: Tensor, needs: frozenset[str]) -> Features:
         """Exactly the features in ``needs`` (a subset of :data:`FEATURE_NEEDS`), in one pass.
 
-        A ViT stops at the last block's ``qkv`` layer; both the patch features and the CLS
-        attention are read from it.
+        A ViT stops at the last block's queries, keys and values; both the patch features and
+        the CLS attention are read from them.
         """
         unknown = needs - FEATURE_NEEDS
         if unknown:
@@ -659,11 +857,13 @@ class FeatureExtractor:
         images = self._to_model_device(images)
         if not self.is_vit:
             if "cls_attention" in needs:
-                raise LostError(f"this method needs a ViT --arch ({', '.join(VIT_NAMES)}), not {self.arch}")
+                raise LostError(f"this method needs a ViT --arch ({', '.join(VIT_NAMES)} or a timm ViT), not {self.arch}")
             return self._conv_features(images)
+        if "cls_attention" in needs and getattr(self.model, "cls_token", None) is None:
+            raise LostError(f"this method needs the CLS token's attention; --arch {self.arch} has no CLS token")
         grid = self._vit_grid(images)
         q, k, v, rope = last_attention_inputs(self.model, images)
-        feats = self._vit_patch_features({"q": q, "k": k, "v": v}[self.which_features]) if "feats" in needs else None
+        feats = self._vit_patch_features(q, k, v, rope) if "feats" in needs else None
         attention = self._vit_cls_attention(q, k, rope) if "cls_attention" in needs else None
         return Features(feats, grid, (self.patch_size, self.patch_size), attention)
 
@@ -684,9 +884,13 @@ class FeatureExtractor:
             raise ValueError(f"images {h}x{w} are not padded to a multiple of the patch size {p}")
         return h // p, w // p
 
-    def _vit_patch_features(self, part: Tensor) -> Tensor:
-        """part: q, k or v of the last block (B, heads, T, d/heads) -> the patches' features with
-        heads concatenated in head order: (B, N, d) float32."""
+    def _vit_patch_features(self, q: Tensor, k: Tensor, v: Tensor, rope: Tensor | None) -> Tensor:
+        """q, k, v of the last block (B, heads, T, d/heads) before RoPE -> the chosen part of the
+        patches, rotated for ``rope_keys`` post (values never are), heads concatenated in head
+        order: (B, N, d) float32."""
+        part = {"q": q, "k": k, "v": v}[self.which_features]
+        if self.rope_keys == "post" and self.which_features != "v":
+            part = rotated(self.model.blocks[-1].attn, part, rope)
         b, _, t, _ = part.shape
         return part.transpose(1, 2).reshape(b, t, -1)[:, self.model.num_prefix_tokens :].float().contiguous()
 
