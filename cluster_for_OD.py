@@ -41,7 +41,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--whitening", default="std", choices=clustering.WHITENINGS, help="std: per-dimension (the paper); pca"
     )
-    parser.add_argument("--arch", default="vit_small", choices=networks.VIT_NAMES, help="ViT giving the CLS embeddings")
+    parser.add_argument("--arch", default="vit_small", type=networks.vit_arch, help="ViT giving the CLS embeddings (a timm ViT name too)")
     parser.add_argument("--patch_size", type=int, default=16, choices=[8, 16], help="ViT patch size")
     parser.add_argument("--pretrained_weights", type=Path, default=None, help="local checkpoint instead of DINO's")
     parser.add_argument("--checkpoint_key", default="teacher", help="entry of a DINO training checkpoint")

@@ -185,7 +185,7 @@ def make_loader(
 ) -> DataLoader:
     """A DataLoader of :class:`ImageBatch`, bucketed by padded size and split to the memory budget."""
     patch_size = extractor.pad_multiple
-    num_heads = getattr(extractor.model, "num_heads", 1)
+    num_heads = extractor.num_heads
     sampler = SizeBucketBatchSampler(
         read_padded_sizes(records, patch_size, config.max_size),
         config.batch_size,

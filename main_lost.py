@@ -33,7 +33,7 @@ from errors import LostError, run_cli
 from journal import Journal, merge_journals
 from methods import METHODS, PICTURE_KINDS, Method, add_method_flags, method_entry, params_from_args
 from metrics import CorLocMeter, evaluate_corloc, is_correct_localization
-from networks import BACKBONES, BackboneSpec, FeatureExtractor, load_backbone
+from networks import BackboneSpec, FeatureExtractor, load_backbone
 from run_spec import RunSpec
 from safe_files import atomic_write, write_predictions
 from visualizations import save_png
@@ -42,12 +42,13 @@ from visualizations import save_png
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="LOST: discover the objects of images without labels.")
     model = parser.add_argument_group("model")
-    model.add_argument("--arch", default="vit_small", choices=list(BACKBONES), help="backbone architecture")
+    model.add_argument("--arch", default="vit_small", help="backbone: vit_tiny, vit_small, vit_base, resnet50, resnet50_imagenet, vgg16_imagenet, or a timm ViT name such as vit_small_patch14_reg4_dinov2.lvd142m")
     model.add_argument("--patch_size", default=16, type=int, choices=[8, 16], help="ViT patch size (and padding multiple)")
     model.add_argument("--pretrained_weights", default=None, help="local checkpoint instead of the official download")
     model.add_argument("--checkpoint_key", default="teacher", help="teacher or student in a DINO training checkpoint")
     model.add_argument("--resnet_dilate", default=2, type=int, choices=[1, 2, 4], help="ResNet dilation level")
     model.add_argument("--which_features", default="k", choices=["k", "q", "v"], help="last-block features")
+    model.add_argument("--rope_keys", default="pre", choices=["pre", "post"], help="RoPE models (DINOv3): keys/queries before or after the rotary embedding")
 
     data = parser.add_argument_group("input")
     data.add_argument("--dataset", default="VOC07", choices=["VOC07", "VOC12", "COCO20k"])
@@ -131,6 +132,7 @@ def run_spec(args: argparse.Namespace, input_name: str) -> RunSpec:
         weights=None if args.pretrained_weights is None else str(args.pretrained_weights),
         checkpoint_key=args.checkpoint_key,
         which_features=args.which_features,
+        rope_keys=args.rope_keys,
     )
     return RunSpec(input_name, backbone, method.name, params_from_args(method, args), args.precision, args.max_size or None)
 
@@ -227,7 +229,7 @@ def run(args: argparse.Namespace) -> int:
     spec, single_file = load_inputs(args)
     settings = run_spec(args, spec.name)
     model = load_backbone(settings.backbone, device)
-    extractor = FeatureExtractor(model, args.arch, args.patch_size, args.which_features)
+    extractor = FeatureExtractor.for_spec(model, settings.backbone)
     check_dinoseg_head(settings, extractor)
     if settings.entry.prepare is not None:
         settings.entry.prepare(settings.params)

@@ -148,8 +148,8 @@ def discover_dinoseg(features: Features, image_sizes: list[tuple[int, int]], par
 
 
 def dinoseg_folder(backbone: BackboneSpec, params: DinoSegParams) -> str:
-    """``vit_small-16_dinoseg-head4`` (the published name)."""
-    return f"{backbone.arch}-{backbone.patch_size}_dinoseg-head{params.head}"
+    """``vit_small-16_dinoseg-head4`` (the published name); a timm name stands as it is."""
+    return f"{backbone.label('-')}_dinoseg-head{params.head}"
 
 
 def box_picture(image_path: Path, found: Any, _max_size: int | None) -> Image.Image:

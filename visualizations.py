@@ -33,19 +33,24 @@ def seed_cell_box(seed: int, grid: tuple[int, int], scales: tuple[float, float],
     return cells_to_box(row, col, row + 1, col + 1, scales, image_size)
 
 
+def inclusive_corners(box: np.ndarray) -> list[float]:
+    """``[x1, y1, x2, y2]`` (x2/y2 exclusive) as the inclusive corners PIL draws, at least one
+    pixel wide and high (a box thinner than a pixel, e.g. on a thumbnail, stays visible)."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    return [x1, y1, max(x1, x2 - 1), max(y1, y2 - 1)]
+
+
 def draw_box(image: Image.Image, box: np.ndarray, color: tuple[int, int, int], width: int = 3) -> Image.Image:
     """A copy of ``image`` with the outline of ``box`` (exclusive x2/y2) drawn inside its pixels."""
     out = image.copy()
-    x1, y1, x2, y2 = (float(v) for v in box)
-    ImageDraw.Draw(out).rectangle([x1, y1, x2 - 1, y2 - 1], outline=color, width=width)
+    ImageDraw.Draw(out).rectangle(inclusive_corners(box), outline=color, width=width)
     return out
 
 
 def fill_box(image: Image.Image, box: np.ndarray, color: tuple[int, int, int], alpha: float = 0.6) -> Image.Image:
     """A copy of ``image`` with ``box`` filled by ``color`` at opacity ``alpha``."""
     overlay = image.copy()
-    x1, y1, x2, y2 = (float(v) for v in box)
-    ImageDraw.Draw(overlay).rectangle([x1, y1, x2 - 1, y2 - 1], fill=color)
+    ImageDraw.Draw(overlay).rectangle(inclusive_corners(box), fill=color)
     return Image.blend(image, overlay, alpha)
 
 

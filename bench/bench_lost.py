@@ -48,7 +48,7 @@ from datasets import single_image_records  # noqa: E402
 from engine import DiscoveryConfig, discover  # noqa: E402
 from images import image_to_tensor, pad_to_multiple  # noqa: E402
 from metrics import box_iou  # noqa: E402
-from networks import FeatureExtractor, build_model, get_model  # noqa: E402
+from networks import FeatureExtractor, build_model, get_model, last_selfattention  # noqa: E402
 
 VOC_SIZES = [(500, 375)] * 8 + [(375, 500)] * 4 + [(500, 333)] * 4 + [(333, 500)] * 2 + [
     (500, 400),
@@ -93,8 +93,11 @@ def random_state_dict(arch: str, patch_size: int, qk_gain: float) -> dict[str, t
 
 
 def run_baseline(folder: Path, checkpoint: Path, arch: str, patch: int, device: str) -> dict[str, list]:
-    """One image at a time: decode in the main thread, hook, full forward pass, full matrix."""
+    """One image at a time: decode in the main thread, hook, explicit attention in every block,
+    full matrix."""
     model = get_model(arch, patch, device=device, pretrained_weights=str(checkpoint))
+    for block in model.blocks:
+        block.attn.fused_attn = False
     boxes = {}
     for path in sorted(folder.glob("*.jpg")):
         image = Image.open(path).convert("RGB")
@@ -104,7 +107,7 @@ def run_baseline(folder: Path, checkpoint: Path, arch: str, patch: int, device: 
         captured = {}
         hook = model.blocks[-1].attn.qkv.register_forward_hook(lambda module, inputs, output, store=captured: store.update(qkv=output))
         with torch.no_grad():
-            attention = model.get_last_selfattention(padded[None])
+            attention = last_selfattention(model, padded[None])
         hook.remove()
         tokens, heads = attention.shape[2], attention.shape[1]
         qkv = captured["qkv"].reshape(1, tokens, 3, heads, -1).permute(2, 0, 3, 1, 4)

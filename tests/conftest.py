@@ -13,17 +13,18 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "bench"))  # the synthetic feature maps of bench/tokencut_agreement.py
 
-from networks import VisionTransformer, build_model  # noqa: E402
+from networks import DinoVisionTransformer, build_model  # noqa: E402
 
 MIXED_SIZES = [(64, 48), (48, 64), (50, 40), (64, 48), (33, 17), (48, 64), (64, 48), (60, 45), (17, 33), (64, 48)]
 """(width, height) of the mixed-size image set: several padded sizes, some shared (p = 8 and 16)."""
 
 
-def tiny_vit(patch_size: int = 8, seed: int = 0) -> VisionTransformer:
-    """A 2-block ViT (d = 48, 3 heads) with seeded random weights, in eval mode."""
+def tiny_vit(patch_size: int = 8, seed: int = 0) -> DinoVisionTransformer:
+    """A 2-block DINO ViT (d = 48, 3 heads) with seeded random weights, in eval mode."""
     torch.manual_seed(seed)
-    return VisionTransformer(patch_size=patch_size, embed_dim=48, depth=2, num_heads=3).eval()
+    return DinoVisionTransformer(patch_size, embed_dim=48, depth=2, num_heads=3).eval()
 
 
 def write_noise_images(folder: Path, sizes: list[tuple[int, int]], seed: int = 0) -> list[Path]:

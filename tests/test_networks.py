@@ -11,14 +11,14 @@ import torchvision
 
 import networks
 from errors import LostError
-from networks import FeatureExtractor, VisionTransformer
+from networks import DinoVisionTransformer, FeatureExtractor
 
 
-def tiny_vit(seed: int = 0, patch_size: int = 8, embed_dim: int = 16, depth: int = 2) -> VisionTransformer:
+def tiny_vit(seed: int = 0, patch_size: int = 8, embed_dim: int = 16, depth: int = 2) -> DinoVisionTransformer:
     """A 2-block ViT trained (nominally) on a 4x4 patch grid, with weights large enough that its
     attention is far from uniform."""
     torch.manual_seed(seed)
-    model = VisionTransformer(patch_size, embed_dim, depth, num_heads=2, img_size=4 * patch_size)
+    model = DinoVisionTransformer(patch_size, embed_dim, depth, num_heads=2, img_size=4 * patch_size)
     with torch.no_grad():
         for param in model.parameters():
             param.normal_(0.0, 0.3)
@@ -30,12 +30,13 @@ def images(batch: int, height: int, width: int, seed: int = 1) -> torch.Tensor:
     return torch.randn(batch, 3, height, width)
 
 
-def hooked_last_qkv(model: VisionTransformer, x: torch.Tensor) -> torch.Tensor:
-    """The last qkv output as the published code reads it: a hook during get_last_selfattention."""
+def hooked_last_qkv(model: DinoVisionTransformer, x: torch.Tensor) -> torch.Tensor:
+    """The last qkv output as the published code reads it: a hook during a forward pass (timm's
+    ``forward_features``, all blocks)."""
     seen = []
     handle = model.blocks[-1].attn.qkv.register_forward_hook(lambda m, i, out: seen.append(out))
     with torch.no_grad():
-        model.get_last_selfattention(x)
+        model.forward_features(x)
     handle.remove()
     return seen[0]
 
@@ -66,7 +67,8 @@ def test_tokens_of_an_image_carry_dinos_resized_position_embeddings(patch_size, 
         model.patch_embed.proj.weight.zero_()
         model.patch_embed.proj.bias.zero_()
         model.cls_token.zero_()
-        tokens = model.prepare_tokens(images(1, rows * patch_size, cols * patch_size))
+        tokens, rope = networks.embedded_tokens(model, images(1, rows * patch_size, cols * patch_size))
+    assert rope is None
     expected = dino_resized_pos_embed(model.pos_embed.detach(), 4, rows, cols)
     assert tokens.shape == (1, 1 + rows * cols, 16)
     torch.testing.assert_close(tokens, expected, rtol=0, atol=0)
@@ -74,42 +76,44 @@ def test_tokens_of_an_image_carry_dinos_resized_position_embeddings(patch_size, 
 
 def test_position_embeddings_of_the_trained_square_grid_are_unchanged():
     model = tiny_vit()
-    assert model.interpolate_pos_encoding(4, 4) is model.pos_embed
+    assert networks.dino_position_embeddings(model.pos_embed, 4, 4) is model.pos_embed
 
 
 @pytest.mark.parametrize("side", [14, 28])
 def test_resized_position_embeddings_have_one_token_per_cell_of_any_grid(side):
-    model = VisionTransformer(patch_size=16, embed_dim=2, depth=1, num_heads=1, img_size=16 * side)
+    pos_embed = torch.randn(1, 1 + side * side, 2)
     for rows, cols in itertools.product(range(1, 41), repeat=2):
-        assert model.interpolate_pos_encoding(rows, cols).shape == (1, 1 + rows * cols, 2)
+        assert networks.dino_position_embeddings(pos_embed, rows, cols).shape == (1, 1 + rows * cols, 2)
 
 
 # --- last block ---------------------------------------------------------------------------------
 
 
-def test_last_qkv_equals_the_qkv_output_of_get_last_selfattention():
+def test_last_attention_inputs_are_the_heads_of_the_last_qkv_output_of_a_forward_pass():
     model, x = tiny_vit(), images(2, 48, 64)
     with torch.no_grad():
-        qkv = model.last_qkv(x)
-    assert qkv.shape == (2, 1 + 6 * 8, 48)
-    torch.testing.assert_close(qkv, hooked_last_qkv(model, x), rtol=1e-5, atol=1e-5)
+        q, k, v, rope = networks.last_attention_inputs(model, x)
+    assert rope is None and q.shape == k.shape == v.shape == (2, 2, 1 + 6 * 8, 8)
+    qkv = hooked_last_qkv(model, x).reshape(2, 1 + 6 * 8, 3, 2, 8).permute(2, 0, 3, 1, 4)
+    for part, expected in zip((q, k, v), qkv, strict=True):
+        torch.testing.assert_close(part, expected, rtol=1e-5, atol=1e-5)
 
 
-def test_last_qkv_skips_the_rest_of_the_last_block_and_the_final_norm():
+def test_last_attention_inputs_skip_the_rest_of_the_last_block_and_the_final_norm():
     model = tiny_vit()
     fired = []
     for module in (model.blocks[-1].attn.proj, model.blocks[-1].mlp, model.norm):
         module.register_forward_hook(lambda m, i, out: fired.append(m))
     with torch.no_grad():
-        model.last_qkv(images(1, 32, 32))
+        networks.last_attention_inputs(model, images(1, 32, 32))
     assert fired == []
 
 
-def test_last_cls_attention_is_the_cls_row_of_the_last_selfattention_without_cls_column():
+def test_cls_attention_is_the_cls_row_of_the_last_selfattention_without_cls_column():
     model, x = tiny_vit(), images(2, 40, 56)
     with torch.no_grad():
-        cls_attention = model.last_cls_attention(x)
-        full = model.get_last_selfattention(x)
+        cls_attention, _ = FeatureExtractor(model, "vit_tiny", 8).cls_attention(x)
+        full = networks.last_selfattention(model, x)
     assert full.shape == (2, 2, 1 + 5 * 7, 1 + 5 * 7)
     assert cls_attention.shape == (2, 2, 5 * 7)
     torch.testing.assert_close(cls_attention, full[:, :, 0, 1:], rtol=1e-5, atol=1e-6)
@@ -139,7 +143,7 @@ def test_vit_blocks_use_blocked_attention_only_in_bfloat16_on_the_cpu(monkeypatc
     monkeypatch.setattr(networks, "blocked_attention", lambda *args: calls.append(1) or original(*args))
     model = tiny_vit()
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision is not None):
-        model.last_qkv(images(1, 32, 32))
+        networks.last_attention_inputs(model, images(1, 32, 32))
     assert len(calls) == (len(model.blocks) - 1 if blocked else 0)
 
 
@@ -174,7 +178,7 @@ def test_cls_attention_of_the_extractor_gives_the_grid():
     assert grid == (3, 5)
     assert attention.shape == (1, 2, 15)
     torch.testing.assert_close(
-        attention.sum(-1), torch.ones(1, 2) - model.get_last_selfattention(x)[:, :, 0, 0]
+        attention.sum(-1), torch.ones(1, 2) - networks.last_selfattention(model, x)[:, :, 0, 0]
     )
 
 
@@ -279,7 +283,7 @@ def test_patch_size_outside_the_entry_is_refused():
 # --- checkpoints --------------------------------------------------------------------------------
 
 
-def load_into_fresh_tiny_vit(path, **kwargs) -> VisionTransformer:
+def load_into_fresh_tiny_vit(path, **kwargs) -> DinoVisionTransformer:
     model = tiny_vit(seed=99)
     state_dict = networks.load_checkpoint_state_dict(path, **kwargs)
     networks.load_weights(model, state_dict, str(path), "tiny")
@@ -292,7 +296,7 @@ def test_plain_state_dict_loads(tmp_path):
     assert_same_parameters(load_into_fresh_tiny_vit(tmp_path / "plain.pth"), source)
 
 
-def dino_full_checkpoint(teacher: VisionTransformer, student: VisionTransformer) -> dict:
+def dino_full_checkpoint(teacher: DinoVisionTransformer, student: DinoVisionTransformer) -> dict:
     head = {"head.mlp.0.weight": torch.randn(32, 16), "head.last_layer.weight_g": torch.ones(64, 1)}
     return {
         "teacher": {**{f"backbone.{k}": v for k, v in teacher.state_dict().items()}, **head},

@@ -12,7 +12,7 @@ from PIL import Image
 import train_found
 from images import image_to_tensor
 from found import found_batch, load_found_head, new_found_head
-from networks import FeatureExtractor, build_model
+from networks import FeatureExtractor, build_model, last_attention_inputs
 
 SIDE = 48
 
@@ -33,7 +33,7 @@ def crafted_vit_tiny() -> torch.nn.Module:
         model.patch_embed.proj.bias.zero_()
         attention = model.blocks[-1].attn
         two_patches = torch.cat([flat_patch(230), flat_patch(40)], dim=3)
-        q, k, _ = attention.split_heads(model.last_qkv(two_patches))
+        q, k, _, _ = last_attention_inputs(model, two_patches)
         logits = (q[:, :, :1] @ k.transpose(-2, -1))[0, :, 0]
         per_head = model.embed_dim // model.num_heads
         for head in range(model.num_heads):
