@@ -13,6 +13,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "bench"))  # the synthetic feature maps of bench/tokencut_agreement.py
 
 from networks import VisionTransformer, build_model  # noqa: E402
 
