@@ -241,6 +241,28 @@ def test_cli_clusters_and_caches(voc_predictions, monkeypatch, capsys):
     assert {n: [e.label for e in es] for n, es in again.items()} == {n: [e.label for e in es] for n, es in labels.items()}
 
 
+def test_cli_clusters_every_box_of_multi_box_predictions(tmp_path, monkeypatch, capsys):
+    tree = make_voc_tree(tmp_path / "datasets")
+    scored = {
+        "000001.jpg": safe_files.ScoredBoxes(np.array([[8, 8, 40, 32], [0, 0, 16, 16]]), np.array([0.9, 0.2])),
+        "000002.jpg": safe_files.ScoredBoxes(np.array([[32, 16, 56, 40]]), np.array([0.5])),
+        "000004.jpg": safe_files.ScoredBoxes(np.array([[11, 7, 44, 40], [40, 0, 64, 20], [0, 30, 20, 48]]), np.array([0.8, 0.7, 0.1])),
+    }
+    safe_files.write_scored_predictions(tmp_path / "maskcut", scored)
+    pred_file = tmp_path / "maskcut" / "preds.pkl"
+    monkeypatch.setattr(networks, "get_model", lambda *args, **kwargs: tiny_vit(patch_size=16))
+    argv = ["--pred_file", str(pred_file), "--nb_clusters", "3", "--datasets_root", str(tree.datasets_root)]
+    assert cluster_for_OD.main([*argv, "--num_workers", "0"]) == 0
+    assert "crop features of 6 boxes saved" in capsys.readouterr().out
+    raw = safe_files.restricted_load(pred_file.with_name("preds_clustered_3clu.pkl"))
+    assert raw["000004.jpg"]["predicted_bb"].tolist() == [[11, 7, 44, 40], [40, 0, 64, 20], [0, 30, 20, 48]]
+    assert raw["000004.jpg"]["pseudo_label"].shape == (3,)
+    labels = clustering.read_pseudo_labels(pred_file.with_name("preds_clustered_3clu.pkl"))
+    assert {name: len(entries) for name, entries in labels.items()} == {"000001.jpg": 2, "000002.jpg": 1, "000004.jpg": 3}
+    assert {entry.label for entries in labels.values() for entry in entries} == {0, 1, 2}
+    np.testing.assert_array_equal(labels["000001.jpg"][1].box, [0, 0, 16, 16])
+
+
 def test_cli_with_a_real_vit_checkpoint(voc_predictions, vit_tiny_checkpoint):
     tree, pred_file = voc_predictions
     weights = vit_tiny_checkpoint
