@@ -39,19 +39,24 @@ def seed_cell_box(seed: int, grid: tuple[int, int], scales: tuple[float, float],
     return cells_to_box(row, col, row + 1, col + 1, scales, image_size)
 
 
+def inner_corners(box: np.ndarray) -> list[float]:
+    """PIL's inclusive corners ``[x1, y1, x2 - 1, y2 - 1]`` of a box with exclusive x2/y2; a box
+    less than a pixel wide or high (a small box in a scaled-down picture) keeps one pixel."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    return [x1, y1, max(x1, x2 - 1), max(y1, y2 - 1)]
+
+
 def draw_box(image: Image.Image, box: np.ndarray, color: tuple[int, int, int], width: int = 3) -> Image.Image:
     """A copy of ``image`` with the outline of ``box`` (exclusive x2/y2) drawn inside its pixels."""
     out = image.copy()
-    x1, y1, x2, y2 = (float(v) for v in box)
-    ImageDraw.Draw(out).rectangle([x1, y1, x2 - 1, y2 - 1], outline=color, width=width)
+    ImageDraw.Draw(out).rectangle(inner_corners(box), outline=color, width=width)
     return out
 
 
 def fill_box(image: Image.Image, box: np.ndarray, color: tuple[int, int, int], alpha: float = 0.6) -> Image.Image:
     """A copy of ``image`` with ``box`` filled by ``color`` at opacity ``alpha``."""
     overlay = image.copy()
-    x1, y1, x2, y2 = (float(v) for v in box)
-    ImageDraw.Draw(overlay).rectangle([x1, y1, x2 - 1, y2 - 1], fill=color)
+    ImageDraw.Draw(overlay).rectangle(inner_corners(box), fill=color)
     return Image.blend(image, overlay, alpha)
 
 
@@ -109,8 +114,8 @@ def ranked_boxes_picture(image: Image.Image, boxes: np.ndarray, scores: np.ndarr
     draw = ImageDraw.Draw(picture)
     for rank in reversed(range(len(boxes))):
         color = RANK_COLORS[rank % len(RANK_COLORS)]
-        x1, y1, x2, y2 = (float(v) for v in boxes[rank])
-        draw.rectangle([x1, y1, x2 - 1, y2 - 1], outline=color, width=3)
+        x1, y1 = (float(v) for v in boxes[rank][:2])
+        draw.rectangle(inner_corners(boxes[rank]), outline=color, width=3)
         text = f"{rank + 1}: {float(scores[rank]):.2f}"
         left, top, right, bottom = draw.textbbox((x1 + 3, y1 + 3), text)
         draw.rectangle([left - 2, top - 2, right + 1, bottom + 1], fill=color)

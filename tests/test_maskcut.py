@@ -17,7 +17,7 @@ from maskcut import corner_votes, is_dropped, mask_iou, maskcut_batch, object_si
 from methods import MaskCutParams
 from object_discovery import seed_component
 from tokencut import is_degenerate, tokencut
-from visualizations import RANK_COLORS, ranked_boxes_picture
+from visualizations import RANK_COLORS, draw_box, ranked_boxes_picture
 
 E = torch.eye(6)
 SOLVERS = ("dense", "auto")
@@ -429,3 +429,12 @@ def test_picture_draws_every_box_in_its_rank_colour_with_a_label():
     assert RANK_COLORS[0] in label, "a patch of the box colour"
     assert min(sum(pixel) for pixel in label) < 60, "dark (anti-aliased) text on it"
     assert picture.getpixel((30, 35)) == (128, 128, 128), "inside, away from the label: untouched"
+
+
+def test_boxes_thinner_than_a_pixel_are_drawn_one_pixel_wide():
+    # a small box in a scaled-down picture (the report's thumbnails): [10.2, 5, 10.9, 9] is 0.7 wide
+    image = Image.new("RGB", (20, 12), (128, 128, 128))
+    picture = draw_box(image, np.array([10.2, 5.0, 10.9, 9.0]), (255, 0, 0), width=1)
+    assert picture.getpixel((10, 6)) == (255, 0, 0)
+    ranked = ranked_boxes_picture(image, np.array([[10.2, 5.0, 10.9, 9.0]]), np.array([0.5]))
+    assert ranked.getpixel((10, 8)) == RANK_COLORS[0]

@@ -4,7 +4,6 @@ import warnings
 
 import numpy as np
 import pytest
-import scipy.linalg
 import torch
 import torch.nn.functional as F
 from PIL import Image
