@@ -196,3 +196,13 @@ def test_multi_box_results_come_with_every_box_and_score_in_original_pixels(vit_
 def test_one_box_methods_give_no_boxes_list(vit_extractor, mixed_images):
     records = single_image_records(mixed_images)
     assert all(item.boxes is None and item.scores is None for item in discover(vit_extractor, records, DiscoveryConfig()))
+
+
+def test_maskcut_top_box_is_tokencuts_at_the_same_tau_unless_the_corner_rule_fired(vit_extractor, mixed_images):
+    records = single_image_records(mixed_images)
+    tokencut_config = DiscoveryConfig(method="tokencut", params=METHODS["tokencut"].params(tau=0.15), batch_size=4)
+    tokencut_boxes = engine_boxes(vit_extractor, mixed_images, tokencut_config)
+    found = {records[item.index].name: item for item in discover(vit_extractor, records, DiscoveryConfig(method="maskcut", batch_size=4))}
+    plain = [name for name, item in found.items() if not (item.result.objects and item.result.objects[0].corner_rule)]
+    assert len(plain) >= 3, "most images must keep TokenCut's side"
+    assert {name: found[name].box.tolist() for name in plain} == {name: tokencut_boxes[name] for name in plain}
