@@ -8,6 +8,9 @@ of a DINO ViT (ViT-S/16 by default), and the whitened embeddings are clustered w
 Writes ``<pred_file stem>_clustered_<K>clu.pkl`` (image name -> ``{"pseudo_label": int,
 "predicted_bb": box}``) beside the predictions, and caches the crop features there
 (``<pred_file stem>_cropped_feats_<arch><patch>.npz``) so that other K or seeds cluster at once.
+Predictions of a multi-object method (``--method maskcut``) have several boxes per image: each
+box is cropped and clustered, and the file maps an image to ``{"pseudo_label": (K,) ints,
+"predicted_bb": (K, 4)}``, best box first.
 """
 
 from __future__ import annotations
@@ -53,9 +56,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def boxes_to_cluster(
     pred_file: Path, dataset: str, image_set: str, datasets_root: Path, no_hard: bool
-) -> tuple[list[str], list[Path], np.ndarray]:
-    """Names, image paths and boxes (n, 4) of the data set's images that have a prediction."""
-    predictions = safe_files.read_predictions(pred_file)
+) -> tuple[list[str], list[Path], np.ndarray, bool]:
+    """Every predicted box of the data set's images, one row per box (an image's rows adjacent,
+    best first): names, image paths, boxes (n, 4), and whether the file holds several boxes per
+    image (a multi-object method's)."""
+    predictions = safe_files.read_prediction_boxes(pred_file)
     spec = datasets.load_dataset(dataset, image_set, datasets_root, no_hard)
     records = [record for record in spec.records if record.name in predictions]
     if not records:
@@ -63,14 +68,19 @@ def boxes_to_cluster(
             f"{pred_file}: no prediction for any of the {len(spec.records)} images of {spec.name}; "
             "check --dataset and --set"
         )
-    boxes = np.stack([np.asarray(predictions[record.name]) for record in records])
-    return [record.name for record in records], [record.path for record in records], boxes
+    per_image = [np.asarray(predictions[record.name]).reshape(-1, 4) for record in records]
+    names = [record.name for record, boxes in zip(records, per_image, strict=True) for _ in boxes]
+    paths = [record.path for record, boxes in zip(records, per_image, strict=True) for _ in boxes]
+    multi_box = any(np.ndim(predictions[record.name]) == 2 for record in records)
+    return names, paths, np.concatenate(per_image), multi_box
 
 
 def cluster(args: argparse.Namespace) -> None:
     """Crop features (from the cache beside the predictions when it holds these boxes and this
     model's), k-means, the pseudo-labels file."""
-    names, paths, boxes = boxes_to_cluster(args.pred_file, args.dataset, args.set, args.datasets_root, args.no_hard)
+    names, paths, boxes, multi_box = boxes_to_cluster(
+        args.pred_file, args.dataset, args.set, args.datasets_root, args.no_hard
+    )
     backbone = networks.BackboneSpec(
         arch=args.arch,
         patch_size=args.patch_size,
@@ -91,7 +101,7 @@ def cluster(args: argparse.Namespace) -> None:
         print(f"crop features of {len(names)} boxes loaded from {cache}")
     labels = clustering.cluster_features(feats, args.nb_clusters, args.random_seed, args.whitening)
     out_file = clustering.clustered_file(args.pred_file, args.nb_clusters, args.random_seed)
-    clustering.write_pseudo_labels(out_file, names, labels, boxes)
+    clustering.write_pseudo_labels(out_file, names, labels, boxes, grouped=multi_box)
     sizes = np.bincount(labels, minlength=args.nb_clusters)
     print(f"cluster sizes: {' '.join(str(size) for size in sizes)}")
     print(f"pseudo-labels saved at {out_file}")

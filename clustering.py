@@ -14,7 +14,9 @@ multiple of the patch size, which leaves its features unchanged, and crops are b
 grid. A crop whose long side would exceed ``MAX_LONG_SIDE`` pixels (boxes more than 16 times
 longer than wide) is scaled so its long side is that limit instead.
 
-Boxes are ``[x1, y1, x2, y2]`` in pixels of the original image, x2/y2 exclusive.
+Boxes are ``[x1, y1, x2, y2]`` in pixels of the original image, x2/y2 exclusive. Predictions of a
+multi-object method give several boxes per image: every box is a crop of its own and gets its own
+pseudo-label.
 """
 
 from __future__ import annotations
@@ -258,25 +260,45 @@ def load_features(path: Path, names: Sequence[str], boxes: np.ndarray, model_id:
 
 @dataclass(frozen=True)
 class PseudoLabel:
-    """A clustered LOST box: its pseudo-class and the box [x1, y1, x2, y2]."""
+    """A clustered box: its pseudo-class and the box [x1, y1, x2, y2]."""
 
     label: int
     box: np.ndarray
 
 
-def write_pseudo_labels(path: Path, names: Sequence[str], labels: np.ndarray, boxes: Sequence[np.ndarray]) -> None:
-    """Pickle ``{image name: {"pseudo_label": int, "predicted_bb": box array}}`` (the paper's
-    format: numpy arrays and builtins only, readable by :func:`read_pseudo_labels`)."""
-    content = {
-        str(name): {"pseudo_label": int(label), "predicted_bb": np.asarray(box)}
-        for name, label, box in zip(names, labels, boxes, strict=True)
-    }
+def write_pseudo_labels(
+    path: Path, names: Sequence[str], labels: np.ndarray, boxes: Sequence[np.ndarray], grouped: bool = False
+) -> None:
+    """Pickle the pseudo-labels of clustered boxes, row i being box i of image names[i].
+
+    One box per image (the paper's format): ``{image name: {"pseudo_label": int, "predicted_bb":
+    box (4,)}}``. With `grouped` (boxes of a multi-object method; rows of one image adjacent, best
+    first): ``{image name: {"pseudo_label": (K,) int64, "predicted_bb": (K, 4)}}``. Numpy arrays
+    and builtins only, readable by :func:`read_pseudo_labels`.
+    """
+    if grouped:
+        rows: dict[str, list[tuple[int, np.ndarray]]] = {}
+        for name, label, box in zip(names, labels, boxes, strict=True):
+            rows.setdefault(str(name), []).append((int(label), np.asarray(box)))
+        content = {
+            name: {
+                "pseudo_label": np.array([label for label, _ in entries], dtype=np.int64),
+                "predicted_bb": np.stack([box for _, box in entries]),
+            }
+            for name, entries in rows.items()
+        }
+    else:
+        content = {
+            str(name): {"pseudo_label": int(label), "predicted_bb": np.asarray(box)}
+            for name, label, box in zip(names, labels, boxes, strict=True)
+        }
     safe_files.atomic_write(path, pickle.dumps(content, protocol=4))
 
 
-def read_pseudo_labels(path: Path) -> dict[str, PseudoLabel]:
-    """The content of a ``*_clustered_<K>clu.pkl`` file, read with the restricted unpickler of
-    ``safe_files`` (numpy arrays and builtins only). Raises LostError for anything else."""
+def read_pseudo_labels(path: Path) -> dict[str, tuple[PseudoLabel, ...]]:
+    """The pseudo-boxes of each image in a ``*_clustered_<K>clu.pkl`` file, in either format of
+    :func:`write_pseudo_labels`, read with the restricted unpickler of ``safe_files`` (numpy arrays
+    and builtins only). Raises LostError for anything else."""
     path = Path(path)
     if not path.is_file():
         raise LostError(f"{path}: clustered pseudo-boxes not found; write them with cluster_for_OD.py")
@@ -284,13 +306,16 @@ def read_pseudo_labels(path: Path) -> dict[str, PseudoLabel]:
     fix = "write it again with cluster_for_OD.py"
     if not isinstance(raw, dict):
         raise LostError(f"{path}: expected image name -> {{pseudo_label, predicted_bb}}; {fix}")
-    labels = {}
+    pseudo = {}
     for name, entry in raw.items():
         try:
-            box = np.asarray(entry["predicted_bb"], dtype=np.float64).reshape(4)
-            labels[str(name)] = PseudoLabel(int(entry["pseudo_label"]), box)
+            boxes = np.asarray(entry["predicted_bb"], dtype=np.float64).reshape(-1, 4)
+            labels = np.asarray(entry["pseudo_label"]).reshape(-1)
+            if len(labels) != len(boxes) or not np.issubdtype(labels.dtype, np.integer):
+                raise ValueError("one integer pseudo_label per box")
         except (KeyError, TypeError, ValueError):
             raise LostError(
                 f"{path}: entry {name!r} lacks pseudo_label / predicted_bb [x1, y1, x2, y2]; {fix}"
             ) from None
-    return labels
+        pseudo[str(name)] = tuple(PseudoLabel(int(label), box) for label, box in zip(labels, boxes, strict=True))
+    return pseudo

@@ -57,12 +57,17 @@ class ImageRecord:
     """One image: `name` (VOC file name, COCO str(image_id), or file name), its path, and its
     ground truth `gt_boxes: (K, 4) int64` [x1, y1, x2, y2] x2/y2 exclusive, or None;
     `gt_labels` the class name of each of those boxes, in the same order (VOC class names, COCO
-    category names), or None."""
+    category names), or None; `gt_difficult` VOC's difficult flag of each of those boxes (all
+    False for COCO), or None (none difficult); `crowd_boxes: (C, 4) int64` COCO's crowd regions,
+    which are not objects (CorLoc leaves them out) but where detection AP ignores detections, or
+    None (none)."""
 
     name: str
     path: Path
     gt_boxes: np.ndarray | None
     gt_labels: tuple[str, ...] | None = None
+    gt_difficult: tuple[bool, ...] | None = None
+    crowd_boxes: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -196,7 +201,8 @@ def voc_records(
 ) -> list[ImageRecord]:
     """Records of `ImageSets/Main/<image_set>.txt`, in its order, with VOC ground truth.
 
-    Boxes [xmin-1, ymin-1, xmax, ymax], x2/y2 exclusive, labelled with their class names. With
+    Boxes [xmin-1, ymin-1, xmax, ymax], x2/y2 exclusive, labelled with their class names and
+    difficult flags. With
     `remove_hards`, truncated or difficult objects are dropped and images left without objects
     are not listed. An image whose XML is missing or malformed raises LostError, or, when a
     `skipped` list is given, is left out and appended to it as (file name, reason).
@@ -216,7 +222,9 @@ def voc_records(
                 continue
         boxes = np.array([obj.box for obj in objects], dtype=np.int64).reshape(-1, 4)
         labels = tuple(obj.name for obj in objects)
-        records.append(ImageRecord(annotation.filename, devkit / "JPEGImages" / f"{image_id}.jpg", boxes, labels))
+        difficult = tuple(obj.difficult for obj in objects)
+        path = devkit / "JPEGImages" / f"{image_id}.jpg"
+        records.append(ImageRecord(annotation.filename, path, boxes, labels, difficult))
     return records
 
 
@@ -296,6 +304,12 @@ def coco_ground_truth(coco: COCO, image_id: int) -> tuple[np.ndarray, tuple[str,
     return np.array(boxes, dtype=np.int64).reshape(-1, 4), labels
 
 
+def coco_crowd_boxes(coco: COCO, image_id: int) -> np.ndarray:
+    """Crowd regions `(C, 4) int64` [x, y, x+w, y+h] (each Python-rounded) of one image, in file order."""
+    boxes = [_coco_corners(ann["bbox"]) for ann in coco.imgToAnns.get(image_id, []) if ann.get("iscrowd", 0)]
+    return np.array(boxes, dtype=np.int64).reshape(-1, 4)
+
+
 def _coco_corners(xywh: list[float]) -> list[int]:
     x, y, w, h = xywh
     return [round(x), round(y), round(x + w), round(y + h)]
@@ -311,7 +325,8 @@ def coco20k_records(
 
     Images at `coco_root/images/<line>`, ground truth from
     `coco_root/annotations/instances_train2014.json` without iscrowd boxes, as
-    [x, y, x+w, y+h] each rounded with Python's round, labelled with category names. An image
+    [x, y, x+w, y+h] each rounded with Python's round, labelled with category names; the iscrowd
+    boxes, rounded alike, are the records' `crowd_boxes`. An image
     absent from the json's "images" raises LostError, or, when a `skipped` list is given, is
     left out and appended to it as (name, reason).
     """
@@ -326,9 +341,11 @@ def coco20k_records(
             continue
         try:
             boxes, labels = coco_ground_truth(coco, image_id)
+            crowds = coco_crowd_boxes(coco, image_id)
         except (KeyError, TypeError, ValueError) as exc:
             raise LostError(f"{ann_file}: not a COCO instances file ({exc!r}); {_coco_fix(coco_root)}") from exc
-        records.append(ImageRecord(str(image_id), coco_root / "images" / relative, boxes, labels))
+        difficult = (False,) * len(boxes)
+        records.append(ImageRecord(str(image_id), coco_root / "images" / relative, boxes, labels, difficult, crowds))
     if not records and entries:
         raise LostError(
             f"{ann_file}: none of the images of {filenames_file} is annotated there; use instances_train2014.json"

@@ -36,7 +36,7 @@ import os
 import pickle
 import re
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -156,13 +156,15 @@ def pseudo_box_annotation(box: np.ndarray, category_id: int) -> dict:
 
 
 def voc_pseudo_box_records(
-    voc_dir: Path, year: str, boxes: Mapping[str, np.ndarray], labels: Mapping[str, int] | None = None
+    voc_dir: Path, year: str, boxes: Mapping[str, np.ndarray], labels: Mapping[str, int | Sequence[int]] | None = None
 ) -> list[dict]:
-    """detectron2 records of VOC<year> images with one pseudo-box each.
+    """detectron2 records of VOC<year> images with their pseudo-boxes.
 
-    boxes: image file name ("000005.jpg") -> box [x1, y1, x2, y2]; labels: the same names ->
-    pseudo-class (category 0 for all when None). Image size from the annotation XML. Raises
-    LostError, naming a few, when images are missing from the tree at `voc_dir`.
+    boxes: image file name ("000005.jpg") -> box [x1, y1, x2, y2], or boxes (K, 4) of a
+    multi-object method, all of which become the image's pseudo ground truth (as CutLER trains on
+    MaskCut's masks); labels: the same names -> pseudo-class, one per box (category 0 for all
+    when None). Image size from the annotation XML. Raises LostError, naming a few, when images
+    are missing from the tree at `voc_dir`.
     """
     devkit = datasets.voc_devkit_dir(Path(voc_dir), year)
     records, missing = [], []
@@ -173,17 +175,18 @@ def voc_pseudo_box_records(
         except LostError as exc:
             missing.append(str(exc))
             continue
-        category = 0 if labels is None else labels[name]
-        records.append(_record(image, image_id, annotation.width, annotation.height, [(boxes[name], category)]))
+        annotated = _labelled_boxes(boxes[name], 0 if labels is None else labels[name])
+        records.append(_record(image, image_id, annotation.width, annotation.height, annotated))
     _raise_if_missing(missing, len(boxes), "predicted images", f"--voc_dir {voc_dir} (VOC{year})")
     return records
 
 
 def coco_pseudo_box_records(coco_dir: Path, boxes: Mapping[str, np.ndarray]) -> list[dict]:
-    """detectron2 records of COCO train2014 images with one pseudo-box each.
+    """detectron2 records of COCO train2014 images with their pseudo-boxes (category 0).
 
-    boxes: str(image_id) (or a COCO file name ``COCO_train2014_<id>.jpg``) -> box. Image files
-    and sizes come from ``annotations/instances_train2014.json``, indexed once.
+    boxes: str(image_id) (or a COCO file name ``COCO_train2014_<id>.jpg``) -> box, or boxes
+    (K, 4) of a multi-object method, all of them pseudo ground truth. Image files and sizes come
+    from ``annotations/instances_train2014.json``, indexed once.
     """
     images = datasets.read_coco_instances(Path(coco_dir)).imgs
     records, missing = [], []
@@ -194,9 +197,16 @@ def coco_pseudo_box_records(coco_dir: Path, boxes: Mapping[str, np.ndarray]) -> 
         if path is None or not path.is_file():
             missing.append(f"image {image_id} ({name}) not found in {coco_dir}")
             continue
-        records.append(_record(path, image_id, info["width"], info["height"], [(boxes[name], 0)]))
+        records.append(_record(path, image_id, info["width"], info["height"], _labelled_boxes(boxes[name], 0)))
     _raise_if_missing(missing, len(boxes), "predicted images", f"--coco_dir {coco_dir}")
     return records
+
+
+def _labelled_boxes(boxes: np.ndarray, labels: int | Sequence[int]) -> list[tuple[np.ndarray, int]]:
+    """(box, category) pairs of one image: boxes (4,) or (K, 4); labels one per box, or one for all."""
+    rows = np.asarray(boxes).reshape(-1, 4)
+    categories = np.broadcast_to(np.asarray(labels).reshape(-1), (len(rows),))
+    return [(box, int(category)) for box, category in zip(rows, categories, strict=True)]
 
 
 def predicted_coco_id(name: str) -> int:

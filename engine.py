@@ -1,4 +1,5 @@
-"""The discovery engine: images in, one box per image out, as fast as the device allows.
+"""The discovery engine: images in, boxes out (one per image, or several for a multi-object
+method), as fast as the device allows.
 
 Data flow: image records → worker processes decode, normalize and pad (``ImageFileDataset``) →
 batches of images that share one padded size (``SizeBucketBatchSampler``; padding an image
@@ -74,6 +75,9 @@ class Discovery:
     index: position of the image in the record list given to :func:`discover`.
     box: (4,) ``[x1, y1, x2, y2]`` in original-image pixels, x2/y2 exclusive; None on error.
     error: why the image was skipped (unreadable file, ...), else None.
+    boxes: (K, 4) every box of a multi-object method (``methods.Method.multi_box``), best first,
+        in original-image pixels like ``box`` (= ``boxes[0]``); None for one-box methods and errors.
+    scores: (K,) float64, the boxes' scores, non-increasing; None when ``boxes`` is.
     result: the method's full result (seed, maps, ...; boxes in decoded pixels) for pictures.
     grid: (h, w) feature grid; scales: (sy, sx) image pixels per feature cell.
     """
@@ -81,6 +85,8 @@ class Discovery:
     index: int
     box: np.ndarray | None
     error: str | None = None
+    boxes: np.ndarray | None = None
+    scores: np.ndarray | None = None
     result: Any = None
     grid: tuple[int, int] | None = None
     scales: tuple[float, float] | None = None
@@ -221,9 +227,15 @@ def discover_batch(
         return results
     images = batch.images.to(device, non_blocking=True)
     return results + [
-        dataclasses.replace(item, box=rescale_box(item.box, size, original))
+        in_original_pixels(item, size, original)
         for item, size, original in zip(method_discoveries(extractor, images, batch, config), batch.sizes, batch.original_sizes, strict=True)
     ]
+
+
+def in_original_pixels(item: Discovery, size: tuple[int, int], original: tuple[int, int]) -> Discovery:
+    """``item`` with ``box`` (and ``boxes``) moved from the decoded (H, W) ``size`` to the original one."""
+    boxes = None if item.boxes is None else rescale_box(item.boxes, size, original)
+    return dataclasses.replace(item, box=rescale_box(item.box, size, original), boxes=boxes)
 
 
 def method_discoveries(
@@ -236,7 +248,15 @@ def method_discoveries(
         features = extractor.extract(images, method.needs)
     results = method.discover(features, batch.sizes, config.method_params)
     return [
-        Discovery(index=index, box=result.box, result=result, grid=features.grid, scales=features.scales)
+        Discovery(
+            index=index,
+            box=result.box,
+            boxes=result.boxes if method.multi_box else None,
+            scores=result.scores if method.multi_box else None,
+            result=result,
+            grid=features.grid,
+            scales=features.scales,
+        )
         for index, result in zip(batch.indices, results, strict=True)
     ]
 

@@ -113,9 +113,9 @@ def capped_size(width: int, height: int, max_size: int | None) -> tuple[int, int
 
 
 def rescale_box(box: np.ndarray, from_size: tuple[int, int], to_size: tuple[int, int]) -> np.ndarray:
-    """A box ``[x1, y1, x2, y2]`` (x2/y2 exclusive) in an image of (H, W) ``from_size`` moved to
-    the same image at (H, W) ``to_size``; unchanged (same dtype) when the sizes are equal, else
-    float64 clipped to ``to_size``."""
+    """A box ``[x1, y1, x2, y2]`` (x2/y2 exclusive), or boxes ``(K, 4)``, in an image of (H, W)
+    ``from_size`` moved to the same image at (H, W) ``to_size``; unchanged (same dtype) when the
+    sizes are equal, else float64 clipped to ``to_size``."""
     if tuple(from_size) == tuple(to_size):
         return box
     scale_y, scale_x = to_size[0] / from_size[0], to_size[1] / from_size[1]

@@ -2,8 +2,9 @@
 
 A run folder holds ``journal.jsonl`` (or ``journal.rank<R>.jsonl`` per process of a sharded
 run). Its first line describes the run (``{"run": {...}}``); each further line is one finished
-image, ``{"name": ..., "box": [x1, y1, x2, y2]}`` or ``{"name": ..., "error": ...}`` for a
-skipped one. Lines are flushed and fsynced once per batch, so a SIGKILL loses at most the batch
+image, ``{"name": ..., "box": [x1, y1, x2, y2]}``, or for a multi-object method ``{"name": ...,
+"boxes": [[x1, y1, x2, y2], ...], "scores": [...]}`` (best first), or ``{"name": ..., "error":
+...}`` for a skipped one. Lines are flushed and fsynced once per batch, so a SIGKILL loses at most the batch
 in flight, and a last line cut in the middle is dropped on the next start. Boxes keep their
 type through JSON: whole-number boxes (ViT) come back as int64, CNN boxes as float64.
 
@@ -28,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from errors import LostError, writing
+from safe_files import ScoredBoxes
 
 
 def box_from_json(values: list[float | int]) -> np.ndarray:
@@ -42,15 +44,32 @@ def box_to_json(box: np.ndarray) -> list[float | int]:
     return [int(v) for v in box] if np.issubdtype(box.dtype, np.integer) else [float(v) for v in box]
 
 
-def apply_entry(entry: dict[str, Any], boxes: dict[str, np.ndarray], errors: dict[str, str]) -> None:
-    """Record one journal line: a box replaces an earlier skip of that image, and a skip an
-    earlier box."""
+def apply_entry(
+    entry: dict[str, Any], boxes: dict[str, np.ndarray], errors: dict[str, str], detections: dict[str, ScoredBoxes]
+) -> None:
+    """Record one journal line: a box (the top one for a multi-box line, whose boxes and scores go
+    to `detections`) replaces an earlier skip of that image, and a skip an earlier box."""
+    name = entry["name"]
     if "error" in entry:
-        errors[entry["name"]] = entry["error"]
-        boxes.pop(entry["name"], None)
+        errors[name] = entry["error"]
+        boxes.pop(name, None)
+        detections.pop(name, None)
+    elif "boxes" in entry:
+        scores = np.asarray(entry["scores"], dtype=np.float64)
+        scored = ScoredBoxes(np.stack([box_from_json(box) for box in entry["boxes"]]), scores)
+        detections[name] = scored
+        boxes[name] = scored.box
+        errors.pop(name, None)
     else:
-        boxes[entry["name"]] = box_from_json(entry["box"])
-        errors.pop(entry["name"], None)
+        boxes[name] = box_from_json(entry["box"])
+        errors.pop(name, None)
+
+
+def entry_of(name: str, found: np.ndarray | ScoredBoxes) -> dict[str, Any]:
+    """The journal line of a finished image: its box, or its boxes and scores."""
+    if isinstance(found, ScoredBoxes):
+        return {"name": name, "boxes": [box_to_json(box) for box in found.boxes], "scores": [float(v) for v in found.scores]}
+    return {"name": name, "box": box_to_json(found)}
 
 
 def read_entries(path: Path, repair: bool) -> list[dict[str, Any]]:
@@ -114,6 +133,7 @@ class Journal:
         self.path = Path(path)
         self.boxes: dict[str, np.ndarray] = {}
         self.errors: dict[str, str] = {}
+        self.detections: dict[str, ScoredBoxes] = {}
         self.lock = RunLock(self.path.with_name(self.path.name + ".lock"), self.path.parent)
         try:
             self._open(run, overwrite)
@@ -142,7 +162,7 @@ class Journal:
                 "rerun with the same flags to resume it, or add --overwrite to start over"
             )
         for entry in lines[1:]:
-            apply_entry(entry, self.boxes, self.errors)
+            apply_entry(entry, self.boxes, self.errors, self.detections)
 
     def _write_lines(self, entries: list[dict[str, Any]]) -> None:
         text = "".join(json.dumps(entry) + "\n" for entry in entries)
@@ -159,21 +179,24 @@ class Journal:
         """Whether the image ``name`` already has its box (skipped images are tried again)."""
         return name in self.boxes
 
-    def record(self, boxes: dict[str, np.ndarray], errors: dict[str, str]) -> None:
-        """Append one batch of finished images (boxes and skip reasons) and make it durable."""
-        entries = [{"name": name, "box": box_to_json(box)} for name, box in boxes.items()]
+    def record(self, found: dict[str, np.ndarray | ScoredBoxes], errors: dict[str, str]) -> None:
+        """Append one batch of finished images and make it durable: `found` maps a name to its
+        box (4,), or to its boxes and scores for a multi-object method; `errors` to a skip reason."""
+        entries = [entry_of(name, result) for name, result in found.items()]
         entries += [{"name": name, "error": reason} for name, reason in errors.items()]
         if entries:
             self._write_lines(entries)
             for entry in entries:
-                apply_entry(entry, self.boxes, self.errors)
+                apply_entry(entry, self.boxes, self.errors, self.detections)
 
 
-def merge_journals(paths: list[Path]) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """Boxes and skip reasons of several shard journals (their run settings already checked)."""
+def merge_journals(paths: list[Path]) -> tuple[dict[str, np.ndarray], dict[str, str], dict[str, ScoredBoxes]]:
+    """Boxes (the top one per image), skip reasons, and the boxes and scores of multi-box images
+    of several shard journals (their run settings already checked)."""
     boxes: dict[str, np.ndarray] = {}
     errors: dict[str, str] = {}
+    detections: dict[str, ScoredBoxes] = {}
     for path in paths:
         for entry in read_entries(Path(path), repair=False)[1:]:
-            apply_entry(entry, boxes, errors)
-    return boxes, errors
+            apply_entry(entry, boxes, errors, detections)
+    return boxes, errors, detections

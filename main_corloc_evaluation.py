@@ -1,15 +1,24 @@
-"""CorLoc of saved predictions against VOC07 / VOC12 / COCO20k ground truth.
+"""CorLoc, or class-agnostic detection AP, of saved predictions against VOC07 / VOC12 / COCO20k.
 
     python main_corloc_evaluation.py --dataset VOC07 --set trainval --type_pred boxes_OD \
         --pred_file outputs/VOC07_trainval/LOST-vit_small16_k/preds.pkl
     python main_corloc_evaluation.py --dataset VOC07 --set trainval --type_pred detectron \
         --pred_file coco_instances_results.json
+    python main_corloc_evaluation.py --dataset COCO20k --set train --metric ap \
+        --pred_file outputs/COCO20k_train/MaskCut-vit_small16_k/preds.pkl
 
 `boxes_OD`: a preds.pkl / preds.json mapping image name ("000005.jpg" for VOC, str(image_id)
-for COCO20k) to one box [x1, y1, x2, y2]. `detectron`: detectron2's coco_instances_results.json;
-only the highest-scoring box of each image counts. Its image_id is the VOC image id (the file
-name without ".jpg", e.g. "000005" or "2008_000008") or the COCO image id. An image without a
-prediction counts as a miss.
+for COCO20k) to one box [x1, y1, x2, y2], or, from a multi-object method, to its boxes best first
+with their scores (see safe_files). `detectron`: detectron2's coco_instances_results.json. Its
+image_id is the VOC image id (the file name without ".jpg", e.g. "000005" or "2008_000008") or
+the COCO image id.
+
+`--metric corloc` (default): the CorLoc of the top box of each image (the highest-scoring
+detection); an image without a prediction counts as a miss. `--metric ap`: class-agnostic AP50,
+AP75, AP (IoU 0.50:0.95), AR@1, AR@10 and AR@100 by pycocotools' COCOeval with every box and
+score (a one-box prediction is one detection of score 1), every ground-truth object counting,
+VOC's difficult objects and COCO's crowd regions ignored (see metrics.py); then the CorLoc of the
+top box.
 """
 
 from __future__ import annotations
@@ -39,6 +48,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="boxes_OD: preds.pkl/preds.json (name -> box); detectron: coco_instances_results.json",
     )
     parser.add_argument("--pred_file", required=True, type=Path, help="prediction file")
+    parser.add_argument(
+        "--metric",
+        default="corloc",
+        choices=["corloc", "ap"],
+        help="corloc: of the top box; ap: class-agnostic AP/AR of every box (then the corloc)",
+    )
     parser.add_argument("--no_hard", action="store_true", help="VOC: drop truncated/difficult objects")
     parser.add_argument(
         "--datasets_root", default=Path("datasets"), type=Path, help="folder holding VOC2007/, COCO/, ..."
@@ -64,10 +79,27 @@ def load_predictions(
     return {name: by_id[key] for name, key in keys.items() if key in by_id}
 
 
+def load_scored_predictions(
+    pred_file: Path, type_pred: str, dataset: str, records: list[datasets.ImageRecord]
+) -> dict[str, safe_files.ScoredBoxes]:
+    """Predictions keyed by record name: every box [x1, y1, x2, y2] with its score, best first."""
+    if type_pred == "boxes_OD":
+        return safe_files.read_scored_predictions(pred_file)
+    detections = safe_files.read_detectron_scored(pred_file)
+    by_id = {datasets.canonical_image_id(image_id): scored for image_id, scored in detections.items()}
+    keys = {record.name: detectron_image_id(record, dataset) for record in records}
+    return {name: by_id[key] for name, key in keys.items() if key in by_id}
+
+
 def evaluate(args: argparse.Namespace) -> None:
-    """Print the CorLoc of the predictions; skipped images and misses by absence go to stderr."""
+    """Print the CorLoc (or the AP, then the CorLoc) of the predictions; skipped images and
+    misses by absence go to stderr."""
     spec = datasets.load_dataset(args.dataset, args.set, args.datasets_root, args.no_hard)
-    predictions = load_predictions(args.pred_file, args.type_pred, args.dataset, spec.records)
+    if args.metric == "ap":
+        scored = load_scored_predictions(args.pred_file, args.type_pred, args.dataset, spec.records)
+        predictions = {name: found.box for name, found in scored.items()}
+    else:
+        predictions = load_predictions(args.pred_file, args.type_pred, args.dataset, spec.records)
     missing = sum(record.name not in predictions for record in spec.records)
     if spec.records and missing == len(spec.records):
         raise LostError(
@@ -78,6 +110,8 @@ def evaluate(args: argparse.Namespace) -> None:
         print(f"skipped {name}: {reason}", file=sys.stderr)
     if missing:
         print(f"{missing} of {len(spec.records)} images have no prediction and count as misses", file=sys.stderr)
+    if args.metric == "ap":
+        print(metrics.class_agnostic_ap(spec.records, scored).summary())
     print(metrics.evaluate_corloc(spec.records, predictions).summary())
 
 

@@ -6,7 +6,9 @@
     torchrun --nproc_per_node 2 main_lost.py --dataset VOC07 --set trainval
 
 A data-set run writes ``<output_dir>/<DATASET>_<SET>/<exp>/`` with ``preds.pkl`` and
-``preds.json`` (image name → box ``[x1, y1, x2, y2]``, x2/y2 exclusive), ``results.txt`` (CorLoc),
+``preds.json`` (image name → box ``[x1, y1, x2, y2]``, x2/y2 exclusive; for a multi-object method
+such as ``--method maskcut`` its boxes, best first, with their scores, see ``safe_files``),
+``results.txt`` (CorLoc of the top box),
 ``skipped.txt`` (images that could not be read) and the journal that lets a killed run resume.
 """
 
@@ -35,7 +37,7 @@ from methods import METHODS, PICTURE_KINDS, Method, add_method_flags, method_ent
 from metrics import CorLocMeter, evaluate_corloc, is_correct_localization
 from networks import BackboneSpec, FeatureExtractor, load_backbone
 from run_spec import RunSpec
-from safe_files import atomic_write, write_predictions
+from safe_files import ScoredBoxes, atomic_write, write_predictions, write_scored_predictions
 from visualizations import save_png
 
 
@@ -183,7 +185,7 @@ def process_shard(
     meter = evaluated_corloc(records, journal.boxes) if show_corloc else None
     with tqdm(total=len(records), initial=len(records) - len(todo), unit="img", disable=not show_progress) as bar:
         for batch in discover_batches(extractor, todo, config, device):
-            boxes: dict[str, np.ndarray] = {}
+            finished: dict[str, np.ndarray | ScoredBoxes] = {}
             errors: dict[str, str] = {}
             for found in batch:
                 record = todo[found.index]
@@ -191,12 +193,12 @@ def process_shard(
                     errors[record.name] = found.error
                     tqdm.write(f"skipped {record.name}: {found.error}")
                     continue
-                boxes[record.name] = found.box
+                finished[record.name] = found.box if found.boxes is None else ScoredBoxes(found.boxes, found.scores)
                 if meter is not None and record.gt_boxes is not None:
                     meter.update(is_correct_localization(found.box, record.gt_boxes))
                 if visualize_kind is not None and vis_folder is not None:
                     visualize(visualize_kind, config.entry, record, found, vis_folder, config.max_size)
-            journal.record(boxes, errors)
+            journal.record(finished, errors)
             bar.update(len(batch))
             if meter is not None and meter.count:
                 bar.set_postfix(corloc=f"{meter.value:.1f}")
@@ -204,12 +206,22 @@ def process_shard(
 
 
 def write_outputs(
-    run_folder: Path, records: list[ImageRecord], boxes: dict[str, np.ndarray], errors: dict[str, str], with_corloc: bool
+    run_folder: Path,
+    records: list[ImageRecord],
+    boxes: dict[str, np.ndarray],
+    errors: dict[str, str],
+    with_corloc: bool,
+    detections: dict[str, ScoredBoxes] | None = None,
 ) -> CorLocMeter | None:
-    """preds.pkl / preds.json in record order, skipped.txt (name, tab, reason), and results.txt
-    with the CorLoc over the evaluated images and the counts of evaluated and skipped ones."""
+    """preds.pkl / preds.json in record order (every image's boxes and scores when `detections`,
+    those of a multi-object method, are given), skipped.txt (name, tab, reason), and results.txt
+    with the CorLoc of the top boxes over the evaluated images and the counts of evaluated and
+    skipped ones."""
     ordered = {record.name: boxes[record.name] for record in records if record.name in boxes}
-    write_predictions(run_folder, ordered)
+    if detections:
+        write_scored_predictions(run_folder, {name: detections[name] for name in ordered})
+    else:
+        write_predictions(run_folder, ordered)
     skipped = [f"{name}\t{reason}\n" for name, reason in errors.items() if name not in boxes]
     atomic_write(run_folder / "skipped.txt", "".join(skipped).encode("utf-8"))
     print(f"Predictions saved at {run_folder / 'preds.pkl'} ({len(ordered)} images, {len(skipped)} skipped)")
@@ -262,14 +274,14 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
     paths = [run_folder / Shard(rank, shard.world).journal_name() for rank in range(shard.world)]
-    boxes, errors = merge_journals(paths)
+    boxes, errors, detections = merge_journals(paths)
     errors = {**dict(spec.skipped), **errors}
     if single_file:
         for record in spec.records:
-            print(f"{record.name}: box [x1, y1, x2, y2] = {boxes[record.name].tolist()}" if record.name in boxes else f"{record.name}: {errors[record.name]}")
+            print(image_line(record.name, boxes, errors, detections))
     has_gt = any(record.gt_boxes is not None for record in spec.records)
     evaluated = has_gt and not args.no_evaluation
-    write_outputs(run_folder, spec.records, boxes, errors, evaluated)
+    write_outputs(run_folder, spec.records, boxes, errors, evaluated, detections)
     if evaluated and not args.no_report:
         seconds = time.perf_counter() - started
         write_report(run_folder, spec, boxes, seconds, processed / seconds if processed else None)
@@ -279,6 +291,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {len(errors.keys() - boxes.keys())} images were skipped (see {run_folder / 'skipped.txt'})", file=sys.stderr)
         return 1
     return 0
+
+
+def image_line(name: str, boxes: dict[str, np.ndarray], errors: dict[str, str], detections: dict[str, ScoredBoxes]) -> str:
+    """What a one-image run prints: the box, every box with its score, or why it was skipped."""
+    if name in detections:
+        listed = ", ".join(f"{box.tolist()} ({score:.3f})" for box, score in zip(detections[name].boxes, detections[name].scores, strict=True))
+        return f"{name}: boxes [x1, y1, x2, y2] (score), best first = {listed}"
+    return f"{name}: box [x1, y1, x2, y2] = {boxes[name].tolist()}" if name in boxes else f"{name}: {errors[name]}"
 
 
 def write_report(

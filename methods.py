@@ -9,7 +9,9 @@ dataclass, and one entry in :data:`METHODS`. The engine, the command line, the j
 check and the experiment names all read the table.
 
 Every method result has a ``box`` attribute: ``[x1, y1, x2, y2]`` in pixels of the image as the
-method saw it (decoded, unpadded), x2/y2 exclusive. The engine scales it to the original image.
+method saw it (decoded, unpadded), x2/y2 exclusive. A method that finds several objects also gives
+``boxes: (K, 4)`` (best first, ``box`` = ``boxes[0]``) and ``scores: (K,)`` (non-increasing). The
+engine scales the boxes to the original image.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ import visualizations
 from errors import LostError
 from found import FOUND_WEIGHTS_URL, FoundResult, found_background_batch, found_batch, load_found_head
 from images import load_rgb
+from maskcut import MAX_OBJECTS, MaskCutResult, maskcut_batch
+from maskcut import TAU as MASKCUT_TAU
 from networks import BackboneSpec, Features
 from object_discovery import LostResult, dino_seg, lost_batch, seed_component_box
 from tokencut import EIGENSOLVERS, EPS, TAU, TokenCutResult, tokencut_batch
@@ -60,6 +64,8 @@ class Method:
     vit_only: whether a ConvNet backbone is refused.
     prepare: ``prepare(params)`` run once before any image, to fail early on what the method
         itself loads (FOUND's head); None when it loads nothing.
+    multi_box: whether its results also carry ``boxes: (K, 4)`` and ``scores: (K,)``, best
+        first (several objects per image), besides ``box`` = ``boxes[0]``.
     """
 
     name: str
@@ -71,6 +77,7 @@ class Method:
     pictures: Mapping[str, PictureFn]
     vit_only: bool = False
     prepare: Callable[[Any], None] | None = None
+    multi_box: bool = False
 
     def check_backbone(self, backbone: BackboneSpec) -> None:
         """LostError when the method cannot run on this backbone."""
@@ -209,6 +216,46 @@ def tokencut_cut_picture(image_path: Path, found: Any, max_size: int | None) -> 
 
 
 # ----------------------------------------------------------------------------------------------
+# MaskCut
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MaskCutParams:
+    max_objects: int = field(default=MAX_OBJECTS, metadata=flag("--max_objects", "most objects cut out of one image"))
+    tau: float = field(default=MASKCUT_TAU, metadata=flag("--tau", "similarity threshold of the patch graph"))
+    eps: float = field(default=EPS, metadata=flag("--eps", "weight of the pairs below --tau"))
+    eigensolver: str = field(
+        default="auto",
+        metadata=flag("--eigensolver", "auto: Lanczos, same partition, fast; dense: the published solve", choices=EIGENSOLVERS),
+    )
+
+    def __post_init__(self) -> None:
+        if not self.eps > 0:
+            raise LostError(f"--eps {self.eps}: must be positive (it keeps every patch's degree above zero)")
+        if self.max_objects < 1:
+            raise LostError(f"--max_objects {self.max_objects}: must be at least 1")
+
+
+def discover_maskcut(features: Features, image_sizes: list[tuple[int, int]], params: MaskCutParams) -> list[MaskCutResult]:
+    """MaskCut on a batch: features.feats (B, N, d) -> one :class:`MaskCutResult` (boxes, scores) per image."""
+    return maskcut_batch(
+        features.feats, features.grid, features.scales, image_sizes,
+        params.tau, params.eps, params.max_objects, params.eigensolver,
+    )
+
+
+def maskcut_folder(backbone: BackboneSpec, _params: MaskCutParams) -> str:
+    """``MaskCut-vit_small16_k``."""
+    return f"MaskCut-{backbone.label()}_{backbone.which_features}"
+
+
+def ranked_boxes_picture(image_path: Path, found: Any, _max_size: int | None) -> Image.Image:
+    """Every box on the original image, each in its own colour with its rank and score."""
+    return visualizations.ranked_boxes_picture(load_rgb(image_path), found.boxes, found.scores)
+
+
+# ----------------------------------------------------------------------------------------------
 # FOUND
 # ----------------------------------------------------------------------------------------------
 
@@ -307,6 +354,16 @@ METHODS: dict[str, Method] = {
             discover=discover_tokencut,
             folder=tokencut_folder,
             pictures={"pred": seed_pred_picture, "cut": tokencut_cut_picture},
+        ),
+        Method(
+            name="maskcut",
+            title="MaskCut",
+            params=MaskCutParams,
+            needs=frozenset({"feats"}),
+            discover=discover_maskcut,
+            folder=maskcut_folder,
+            pictures={"pred": ranked_boxes_picture},
+            multi_box=True,
         ),
         Method(
             name="found",

@@ -122,14 +122,29 @@ def seed_component_box(
     ``x1 = sx * col_min``, ``x2 = sx * (col_max + 1)``, y likewise.
     If the seed itself is not positive (all-zero features), the box is the seed's own cell.
     """
-    mask = _as_grid(score_map, grid) > 0
-    labels, _ = scipy.ndimage.label(mask)
+    return mask_box(seed_component(score_map, seed, grid), scales, image_size)
+
+
+def seed_component(score_map: torch.Tensor | np.ndarray, seed: int, grid: tuple[int, int]) -> np.ndarray:
+    """The 4-connected component of ``score_map > 0`` that holds the seed patch, as a (h, w) bool
+    mask over the grid; the seed's cell alone when the seed itself is not positive.
+
+    score_map: (N,) or (h, w) scores (or bools) over the grid (h, w); seed: raster index.
+    """
+    labels, _ = scipy.ndimage.label(_as_grid(score_map, grid) > 0)
     seed_row, seed_col = divmod(int(seed), grid[1])
     seed_label = labels[seed_row, seed_col]
     if seed_label == 0:
-        rows, cols = np.array([seed_row]), np.array([seed_col])
-    else:
-        rows, cols = np.nonzero(labels == seed_label)
+        component = np.zeros(grid, dtype=bool)
+        component[seed_row, seed_col] = True
+        return component
+    return labels == seed_label
+
+
+def mask_box(mask: np.ndarray, scales: tuple[float, float], image_size: tuple[int, int]) -> np.ndarray:
+    """Box of the cells of a non-empty (h, w) bool mask: ``[x1, y1, x2, y2]`` in image pixels,
+    x2/y2 exclusive, clipped to the unpadded (H, W) (see :func:`cells_to_box`)."""
+    rows, cols = np.nonzero(mask)
     return cells_to_box(rows.min(), cols.min(), rows.max() + 1, cols.max() + 1, scales, image_size)
 
 

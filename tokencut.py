@@ -314,15 +314,16 @@ def tokencut_batch(
     results = []
     for image_feats, image_size in zip(feats, image_sizes, strict=True):
         weights = graph_weights(cosine_affinity(image_feats), tau, eps, binary_graph)
-        eigenvector, solver = _second_eigenvector(weights, eigensolver)
+        eigenvector, solver = second_eigenvector(weights, eigensolver)
         partition, seed, oriented = bipartition(eigenvector)
         box = seed_component_box(partition, seed, grid, scales, image_size)
         results.append(TokenCutResult(box=box, seed=seed, eigenvector=oriented, partition=partition, solver=solver))
     return results
 
 
-def _second_eigenvector(weights: torch.Tensor, eigensolver: str) -> tuple[np.ndarray, str]:
-    """(N,) second generalized eigenvector on the CPU and the name of what produced it."""
+def second_eigenvector(weights: torch.Tensor, eigensolver: str) -> tuple[np.ndarray, str]:
+    """(N,) second generalized eigenvector of ``weights: (N, N)`` on the CPU and the name of what
+    produced it: "degenerate" (zeros, see ``is_degenerate``), "lanczos" or "dense"."""
     if is_degenerate(weights):
         return np.zeros(weights.shape[0], dtype=np.float64), "degenerate"
     if eigensolver == "auto":

@@ -1,4 +1,5 @@
-"""Pictures of what LOST and TokenCut did, as PNG files: the box, the paper's maps, the expansion, the cut.
+"""Pictures of what the methods did, as PNG files: the box, the paper's maps, the expansion, the cut,
+every box of a multi-object method with its rank and score.
 
 Every function takes the original RGB image and values over the feature grid ``(h, w)`` =
 (rows, cols), with ``scales = (sy, sx)`` image pixels per cell and boxes ``[x1, y1, x2, y2]`` in
@@ -25,6 +26,11 @@ VIRIDIS_ANCHORS = np.array(
     [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]], dtype=np.float64
 )
 KINDS = ("pred", "fms", "seed_expansion")
+RANK_COLORS = (
+    (255, 32, 32), (40, 120, 255), (40, 200, 80), (255, 160, 0), (200, 60, 220), (0, 210, 210), (250, 250, 250),
+)  # fmt: skip
+"""Box colours by rank (best first), cycling after the last."""
+LABEL_TEXT_COLOR = (0, 0, 0)
 
 
 def seed_cell_box(seed: int, grid: tuple[int, int], scales: tuple[float, float], image_size: tuple[int, int]) -> np.ndarray:
@@ -98,6 +104,23 @@ def prediction_picture(
         image_size = (image.height, image.width)
         picture = fill_box(picture, seed_cell_box(seed, grid, scales, image_size), SEED_COLOR)
     return draw_box(picture, box, BOX_COLOR)
+
+
+def ranked_boxes_picture(image: Image.Image, boxes: np.ndarray, scores: np.ndarray) -> Image.Image:
+    """Every box of ``boxes: (K, 4)`` (best first) on the image, box k in ``RANK_COLORS[k]``
+    (cycling), labelled ``"<k + 1>: <score>"`` on a patch of its colour at its top-left corner;
+    the best box is drawn last, so it is on top. scores: (K,)."""
+    picture = image.copy()
+    draw = ImageDraw.Draw(picture)
+    for rank in reversed(range(len(boxes))):
+        color = RANK_COLORS[rank % len(RANK_COLORS)]
+        x1, y1 = (float(v) for v in boxes[rank][:2])
+        draw.rectangle(inclusive_corners(boxes[rank]), outline=color, width=3)
+        text = f"{rank + 1}: {float(scores[rank]):.2f}"
+        left, top, right, bottom = draw.textbbox((x1 + 3, y1 + 3), text)
+        draw.rectangle([left - 2, top - 2, right + 1, bottom + 1], fill=color)
+        draw.text((x1 + 3, y1 + 3), text, fill=LABEL_TEXT_COLOR)
+    return picture
 
 
 def feature_maps_picture(

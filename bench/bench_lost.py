@@ -7,6 +7,7 @@
     python bench/bench_lost.py --memory_check        # peak RSS of a 200- and a 2,000-image run
     python bench/bench_lost.py --profile             # where the time of a bf16 run goes
     python bench/bench_lost.py --methods lost,dinoseg   # a row block per method of the method table
+    python bench/bench_lost.py --methods lost,tokencut,maskcut --images 16 --repeats 1
 
 It writes VOC-like JPEGs (the sizes that dominate VOC07 and a tail of others) and a random-weight
 checkpoint into a temporary folder, then runs every configuration in its own process (so that
@@ -19,7 +20,9 @@ The baseline decodes in the main thread, registers a forward hook for every imag
 network with explicit attention and computes LOST on the whole similarity matrix, image by image.
 Speed-ups are all against that LOST baseline, so that methods compare with each other; the boxes
 of each row are compared with its method's reference: the baseline for LOST, a published-style
-loop where the method has one (``REFERENCE_LOOPS``), else the method's own fp32 engine row.
+loop where the method has one (``REFERENCE_LOOPS``; TokenCut: the same keys, then the dense float64
+``eigh(D - W, D)`` of its published code, image by image), else the method's own fp32 engine row
+(MaskCut: its top box).
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from published_lost import published_style_lost  # noqa: E402
+from published_tokencut import published_style_tokencut  # noqa: E402
 
 from datasets import single_image_records  # noqa: E402
 from engine import DiscoveryConfig, discover  # noqa: E402
@@ -92,6 +96,27 @@ def random_state_dict(arch: str, patch_size: int, qk_gain: float) -> dict[str, t
     return state
 
 
+def published_style_keys(
+    model: torch.nn.Module, path: Path, patch: int, device: str
+) -> tuple[torch.Tensor, tuple[int, int], tuple[int, int]]:
+    """One image as the published code feeds it: decoded in the main thread, a forward hook
+    registered for it, the full network with explicit attention. Returns the last block's keys
+    (N, d) float32 on the CPU, the grid (h, w) and the unpadded (H, W)."""
+    image = Image.open(path).convert("RGB")
+    tensor = image_to_tensor(image)
+    size = tuple(tensor.shape[1:])
+    padded = pad_to_multiple(tensor, patch).to(device)
+    captured = {}
+    hook = model.blocks[-1].attn.qkv.register_forward_hook(lambda module, inputs, output, store=captured: store.update(qkv=output))
+    with torch.no_grad():
+        attention = last_selfattention(model, padded[None])
+    hook.remove()
+    tokens, heads = attention.shape[2], attention.shape[1]
+    qkv = captured["qkv"].reshape(1, tokens, 3, heads, -1).permute(2, 0, 3, 1, 4)
+    keys = qkv[1].transpose(1, 2).reshape(1, tokens, -1)[0, 1:].float().cpu()
+    return keys, (padded.shape[1] // patch, padded.shape[2] // patch), size
+
+
 def run_baseline(folder: Path, checkpoint: Path, arch: str, patch: int, device: str) -> dict[str, list]:
     """One image at a time: decode in the main thread, hook, explicit attention in every block,
     full matrix."""
@@ -100,24 +125,23 @@ def run_baseline(folder: Path, checkpoint: Path, arch: str, patch: int, device: 
         block.attn.fused_attn = False
     boxes = {}
     for path in sorted(folder.glob("*.jpg")):
-        image = Image.open(path).convert("RGB")
-        tensor = image_to_tensor(image)
-        size = tuple(tensor.shape[1:])
-        padded = pad_to_multiple(tensor, patch).to(device)
-        captured = {}
-        hook = model.blocks[-1].attn.qkv.register_forward_hook(lambda module, inputs, output, store=captured: store.update(qkv=output))
-        with torch.no_grad():
-            attention = last_selfattention(model, padded[None])
-        hook.remove()
-        tokens, heads = attention.shape[2], attention.shape[1]
-        qkv = captured["qkv"].reshape(1, tokens, 3, heads, -1).permute(2, 0, 3, 1, 4)
-        keys = qkv[1].transpose(1, 2).reshape(1, tokens, -1)[0, 1:].float().cpu()
-        grid = (padded.shape[1] // patch, padded.shape[2] // patch)
+        keys, grid, size = published_style_keys(model, path, patch, device)
         boxes[path.name] = published_style_lost(keys, grid, patch, size, 100)[0]
     return boxes
 
 
-REFERENCE_LOOPS: dict[str, object] = {}
+def run_tokencut_reference(folder: Path, checkpoint: Path, arch: str, patch: int, device: str) -> dict[str, list]:
+    """TokenCut one image at a time as published: the baseline's keys, then the dense float64
+    generalized eigenproblem on the whole graph (tau 0.2, eps 1e-5, binary)."""
+    model = get_model(arch, patch, device=device, pretrained_weights=str(checkpoint))
+    boxes = {}
+    for path in sorted(folder.glob("*.jpg")):
+        keys, grid, size = published_style_keys(model, path, patch, device)
+        boxes[path.name] = published_style_tokencut(keys, grid, patch, size)[0]
+    return boxes
+
+
+REFERENCE_LOOPS: dict[str, object] = {"tokencut": run_tokencut_reference}
 """Method name -> a one-image-at-a-time loop computing that method as its published code does:
 ``loop(folder, checkpoint, arch, patch, device) -> {image name: box}``."""
 

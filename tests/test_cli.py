@@ -12,7 +12,7 @@ from tiny_datasets import make_coco_tree, make_voc_tree
 import main_lost
 from metrics import is_correct_localization
 from networks import build_model
-from safe_files import read_predictions
+from safe_files import read_predictions, read_scored_predictions
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -246,3 +246,57 @@ def test_tokencut_flags_reach_the_settings_and_bad_values_are_one_line(tmp_path,
                    "--arch", "vit_tiny", "--pretrained_weights", str(vit_tiny_checkpoint), "--output_dir", str(tmp_path))
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "--eps 0.0: must be positive" in err
+
+
+def test_maskcut_run_writes_every_box_with_its_score_and_draws_them(tmp_path, vit_tiny_checkpoint):
+    tiny = make_voc_tree(tmp_path / "datasets")
+    code = run_cli(
+        "--dataset", "VOC07", "--set", "trainval", "--datasets_root", str(tmp_path / "datasets"), "--method", "maskcut",
+        "--max_objects", "3", "--arch", "vit_tiny", "--pretrained_weights", str(vit_tiny_checkpoint),
+        "--output_dir", str(tmp_path / "out"), "--visualize", "pred",
+    )
+    assert code == 0
+    run = tmp_path / "out" / "VOC07_trainval" / "MaskCut-vit_tiny16_k"
+    scored = read_scored_predictions(run / "preds.pkl")
+    assert list(scored) == tiny.names
+    assert all(1 <= len(found.boxes) <= 3 and np.all(np.diff(found.scores) <= 0) for found in scored.values())
+    listed = json.loads((run / "preds.json").read_text())
+    assert listed == {
+        name: [{"box": box.tolist(), "score": float(score)} for box, score in zip(found.boxes, found.scores, strict=True)]
+        for name, found in scored.items()
+    }
+    top = {name: found.box for name, found in scored.items()}
+    assert {name: box.tolist() for name, box in read_predictions(run / "preds.pkl").items()} == {n: b.tolist() for n, b in top.items()}
+    assert (run / "results.txt").read_text().splitlines()[0] == f"corloc,{hand_corloc(top, tiny.gt):.1f},,"
+    pictures = sorted((tmp_path / "out" / "VOC07_trainval" / "visualizations" / "MaskCut-vit_tiny16_k").glob("*_pred.png"))
+    assert len(pictures) == 4 and Image.open(pictures[0]).size == (64, 48)
+    journal_lines = [json.loads(line) for line in (run / "journal.jsonl").read_text().splitlines()[1:]]
+    assert all(set(line) == {"name", "boxes", "scores"} for line in journal_lines)
+    assert "MaskCut (max_objects = 3, tau = 0.15" in (run / "report.html").read_text()
+
+
+def test_one_image_maskcut_run_prints_every_box_best_first(tmp_path, vit_tiny_checkpoint, capsys):
+    code = run_cli("--image_path", str(ROOT / "examples" / "chelsea.jpg"), "--method", "maskcut", "--arch", "vit_tiny",
+                   "--pretrained_weights", str(vit_tiny_checkpoint), "--output_dir", str(tmp_path))
+    assert code == 0
+    line = next(text for text in capsys.readouterr().out.splitlines() if text.startswith("chelsea.jpg:"))
+    assert line.startswith("chelsea.jpg: boxes [x1, y1, x2, y2] (score), best first = [")
+    scored = read_scored_predictions(tmp_path / "MaskCut-vit_tiny16_k" / "preds.json")["chelsea.jpg"]
+    assert line.count("(") - 1 == len(scored.boxes)
+
+
+def test_maskcut_flags_share_tau_with_tokencut_but_not_its_default(capsys):
+    spec = main_lost.run_spec(main_lost.parse_args(["--method", "maskcut"]), "x")
+    assert spec.settings()["params"] == {"max_objects": 3, "tau": 0.15, "eps": 1e-5, "eigensolver": "auto"}
+    assert main_lost.run_spec(main_lost.parse_args(["--method", "tokencut"]), "x").params.tau == 0.2
+    spec = main_lost.run_spec(main_lost.parse_args(["--method", "maskcut", "--tau", "0.3", "--max_objects", "5",
+                                                    "--eigensolver", "dense"]), "x")
+    assert (spec.params.tau, spec.params.max_objects, spec.params.eigensolver) == (0.3, 5, "dense")
+    assert spec.experiment_name() == "MaskCut-vit_small16_k"
+
+
+def test_maskcut_bad_max_objects_is_one_line(tmp_path, vit_tiny_checkpoint, capsys):
+    code = run_cli("--image_path", str(ROOT / "examples" / "chelsea.jpg"), "--method", "maskcut", "--max_objects", "0",
+                   "--arch", "vit_tiny", "--pretrained_weights", str(vit_tiny_checkpoint), "--output_dir", str(tmp_path))
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "--max_objects 0: must be at least 1" in err

@@ -187,8 +187,8 @@ def test_pseudo_labels_round_trip_through_the_restricted_reader(tmp_path):
     boxes = [np.array([1, 2, 3, 4]), np.array([5, 6, 7, 8])]
     clustering.write_pseudo_labels(path, ["a.jpg", "b.jpg"], np.array([1, 0]), boxes)
     labels = clustering.read_pseudo_labels(path)
-    assert {name: entry.label for name, entry in labels.items()} == {"a.jpg": 1, "b.jpg": 0}
-    np.testing.assert_array_equal(labels["b.jpg"].box, [5, 6, 7, 8])
+    assert {name: [entry.label for entry in entries] for name, entries in labels.items()} == {"a.jpg": [1], "b.jpg": [0]}
+    np.testing.assert_array_equal(labels["b.jpg"][0].box, [5, 6, 7, 8])
 
 
 def test_pseudo_label_reader_refuses_foreign_objects(tmp_path):
@@ -231,13 +231,36 @@ def test_cli_clusters_and_caches(voc_predictions, monkeypatch, capsys):
     assert "crop features of 4 boxes saved" in capsys.readouterr().out
     labels = clustering.read_pseudo_labels(pred_file.with_name("preds_clustered_2clu.pkl"))
     assert sorted(labels) == tree.names
-    assert {entry.label for entry in labels.values()} == {0, 1}
-    np.testing.assert_array_equal(labels["000001.jpg"].box, tree.gt["000001.jpg"][0])
+    assert {entry.label for entries in labels.values() for entry in entries} == {0, 1}
+    assert all(len(entries) == 1 for entries in labels.values())
+    np.testing.assert_array_equal(labels["000001.jpg"][0].box, tree.gt["000001.jpg"][0])
     monkeypatch.setattr(networks, "get_model", lambda *args, **kwargs: pytest.fail("features are cached"))
     assert cluster_for_OD.main([*argv, "--num_workers", "0"]) == 0
     assert "loaded from" in capsys.readouterr().out
     again = clustering.read_pseudo_labels(pred_file.with_name("preds_clustered_2clu.pkl"))
-    assert {n: e.label for n, e in again.items()} == {n: e.label for n, e in labels.items()}
+    assert {n: [e.label for e in es] for n, es in again.items()} == {n: [e.label for e in es] for n, es in labels.items()}
+
+
+def test_cli_clusters_every_box_of_multi_box_predictions(tmp_path, monkeypatch, capsys):
+    tree = make_voc_tree(tmp_path / "datasets")
+    scored = {
+        "000001.jpg": safe_files.ScoredBoxes(np.array([[8, 8, 40, 32], [0, 0, 16, 16]]), np.array([0.9, 0.2])),
+        "000002.jpg": safe_files.ScoredBoxes(np.array([[32, 16, 56, 40]]), np.array([0.5])),
+        "000004.jpg": safe_files.ScoredBoxes(np.array([[11, 7, 44, 40], [40, 0, 64, 20], [0, 30, 20, 48]]), np.array([0.8, 0.7, 0.1])),
+    }
+    safe_files.write_scored_predictions(tmp_path / "maskcut", scored)
+    pred_file = tmp_path / "maskcut" / "preds.pkl"
+    monkeypatch.setattr(networks, "get_model", lambda *args, **kwargs: tiny_vit(patch_size=16))
+    argv = ["--pred_file", str(pred_file), "--nb_clusters", "3", "--datasets_root", str(tree.datasets_root)]
+    assert cluster_for_OD.main([*argv, "--num_workers", "0"]) == 0
+    assert "crop features of 6 boxes saved" in capsys.readouterr().out
+    raw = safe_files.restricted_load(pred_file.with_name("preds_clustered_3clu.pkl"))
+    assert raw["000004.jpg"]["predicted_bb"].tolist() == [[11, 7, 44, 40], [40, 0, 64, 20], [0, 30, 20, 48]]
+    assert raw["000004.jpg"]["pseudo_label"].shape == (3,)
+    labels = clustering.read_pseudo_labels(pred_file.with_name("preds_clustered_3clu.pkl"))
+    assert {name: len(entries) for name, entries in labels.items()} == {"000001.jpg": 2, "000002.jpg": 1, "000004.jpg": 3}
+    assert {entry.label for entries in labels.values() for entry in entries} == {0, 1, 2}
+    np.testing.assert_array_equal(labels["000001.jpg"][1].box, [0, 0, 16, 16])
 
 
 def test_cli_with_a_real_vit_checkpoint(voc_predictions, vit_tiny_checkpoint):

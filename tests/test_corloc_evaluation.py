@@ -146,3 +146,83 @@ def test_skipped_annotations_are_reported_and_not_counted(voc_root, tmp_path, ca
     code, out, err = run(capsys, tmp_path / "preds.pkl", voc_root)
     assert (code, out.strip()) == (0, "corloc: 100.00 (3/3)")
     assert "skipped 000004.jpg:" in err and "malformed annotation" in err
+
+
+# ----------------------------------------------------------------------------------------------
+# Multi-box predictions, --metric ap
+#
+# VOC, best first: 000001 [8,8,40,32] (0.9, exact) and [0,0,4,4] (0.2, on nothing); 000002
+# [40,40,50,45] (0.8, on nothing) and [32,16,56,40] (0.6, exact); 000003 [4,4,20,20] (0.7, the
+# difficult object exactly); 000004 nothing.
+# CorLoc of the top boxes: 000001 hit, 000002 miss, 000003 hit (CorLoc counts difficult objects),
+# 000004 miss: 2/4.
+# AP: 4 objects count (000003's is ignored, and so is its detection). Every IoU is 1 or 0, so AP is
+# the same at every threshold: TP, FP, TP, FP by score; recall 1/4, 1/4, 1/2, 1/2; precision made
+# non-increasing 1, 2/3, 2/3, 1/2: 26 recall points get 1, 25 get 2/3: (26 + 50/3) / 101 = 128/303.
+# AR@100 = 1/2; AR@1 keeps 000001's TP and 000002's FP: 1/4.
+VOC_MULTI = {
+    "000001.jpg": safe_files.ScoredBoxes(np.array([[8, 8, 40, 32], [0, 0, 4, 4]]), np.array([0.9, 0.2])),
+    "000002.jpg": safe_files.ScoredBoxes(np.array([[40, 40, 50, 45], [32, 16, 56, 40]]), np.array([0.8, 0.6])),
+    "000003.jpg": safe_files.ScoredBoxes(np.array([[4, 4, 20, 20]]), np.array([0.7])),
+}
+VOC_MULTI_AP = ["AP50: 42.24", "AP75: 42.24", "AP: 42.24", "AR@1: 25.00", "AR@10: 50.00", "AR@100: 50.00",
+                "images: 4, objects: 4", "corloc: 50.00 (2/4)"]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["preds.pkl", "preds.json"])
+def test_multi_box_predictions_give_the_corloc_of_their_top_box(voc_root, tmp_path, capsys, name):
+    safe_files.write_scored_predictions(tmp_path / "run", VOC_MULTI)
+    code, out, _ = run(capsys, tmp_path / "run" / name, voc_root)
+    assert (code, out.strip()) == (0, "corloc: 50.00 (2/4)")
+
+
+@pytest.mark.parametrize("name", ["preds.pkl", "preds.json"])
+def test_multi_box_predictions_give_their_class_agnostic_ap(voc_root, tmp_path, capsys, name):
+    safe_files.write_scored_predictions(tmp_path / "run", VOC_MULTI)
+    code, out, _ = run(capsys, tmp_path / "run" / name, voc_root, extra=["--metric", "ap"])
+    assert code == 0 and out.strip().splitlines() == VOC_MULTI_AP
+
+
+def test_ap_of_a_multi_box_pickle_without_its_scores_is_one_error_line(voc_root, tmp_path, capsys):
+    safe_files.write_scored_predictions(tmp_path / "run", VOC_MULTI)
+    (tmp_path / "run" / "preds.scores.pkl").unlink()
+    code, out, err = run(capsys, tmp_path / "run" / "preds.pkl", voc_root, extra=["--metric", "ap"])
+    assert code == 2
+    assert_one_error_line(out, err, "preds.scores.pkl", "not found")
+
+
+def test_one_box_predictions_are_detections_of_score_one(voc_root, tmp_path, capsys):
+    # 000001 exact, 000002 the whole image = the truncated object, 000003 IoU 0.5 with the difficult
+    # object (ignored at 0.5, a false positive from 0.55, after the others); recall 1/2 at precision 1
+    safe_files.write_predictions(tmp_path / "run", VOC_BOXES)
+    code, out, _ = run(capsys, tmp_path / "run" / "preds.pkl", voc_root, extra=["--metric", "ap"])
+    assert code == 0
+    assert out.strip().splitlines() == ["AP50: 50.50", "AP75: 50.50", "AP: 50.50", "AR@1: 50.00", "AR@10: 50.00",
+                                        "AR@100: 50.00", "images: 4, objects: 4", "corloc: 75.00 (3/4)"]  # fmt: skip
+
+
+def test_detectron_results_give_their_ap_with_every_detection(voc_root, tmp_path, capsys):
+    # by score: 0.9 TP, 0.8 TP, 0.6 FP, 0.5 FP, 0.3 FP (000009 is not in the set): 51 points at 1
+    pred_file = tmp_path / "coco_instances_results.json"
+    pred_file.write_text(json.dumps(VOC_DETECTIONS))
+    code, out, _ = run(capsys, pred_file, voc_root, type_pred="detectron", extra=["--metric", "ap"])
+    assert code == 0
+    assert out.strip().splitlines() == ["AP50: 50.50", "AP75: 50.50", "AP: 50.50", "AR@1: 50.00", "AR@10: 50.00",
+                                        "AR@100: 50.00", "images: 4, objects: 4", "corloc: 50.00 (2/4)"]  # fmt: skip
+
+
+def test_coco20k_ap_ignores_detections_in_crowd_regions(tmp_path, capsys):
+    # objects 42 [10,4,12,14], 7 [20,11,51,31], 1000 [2,4,12,14]; crowds (0,0,64,48) in 42 and 1001.
+    # By score: 1001 inside its crowd (ignored), 7 on nothing (FP), 42 exact (TP), 42 inside the
+    # crowd (ignored): precision 1/2 at recall 1/3, 34 recall points: AP = 17/101
+    make_coco_tree(tmp_path)
+    preds = {
+        "42": [{"box": [10, 4, 12, 14], "score": 0.9}, {"box": [30, 30, 40, 40], "score": 0.8}],
+        "7": [{"box": [0, 0, 5, 5], "score": 0.95}],
+        "1001": [{"box": [0, 0, 10, 10], "score": 0.99}],
+    }
+    (tmp_path / "preds.json").write_text(json.dumps(preds))
+    code, out, _ = run(capsys, tmp_path / "preds.json", tmp_path, dataset="COCO20k", image_set="train", extra=["--metric", "ap"])
+    assert code == 0
+    assert out.strip().splitlines() == ["AP50: 16.83", "AP75: 16.83", "AP: 16.83", "AR@1: 33.33", "AR@10: 33.33",
+                                        "AR@100: 33.33", "images: 4, objects: 3", "corloc: 25.00 (1/4)"]  # fmt: skip

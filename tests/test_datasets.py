@@ -163,7 +163,15 @@ def test_voc_no_hard_drops_the_labels_of_the_dropped_boxes(tmp_path):
     voc_root = hand_written_voc_tree(tmp_path)
     (record,) = datasets.voc_records(voc_root, "2007", "trainval", remove_hards=True)
     assert record.gt_labels == ("cat",)
+    assert record.gt_difficult == (False,)
     np.testing.assert_array_equal(record.gt_boxes, boxes([[49, 59, 150, 160]]))
+
+
+def test_voc_records_flag_each_difficult_box_and_have_no_crowd(tmp_path):
+    voc_root = hand_written_voc_tree(tmp_path)
+    (record,) = datasets.voc_records(voc_root, "2007", "trainval", remove_hards=False)
+    assert record.gt_difficult == (False, False, True)
+    assert record.crowd_boxes is None
 
 
 @pytest.mark.parametrize(
@@ -199,6 +207,14 @@ def test_coco_boxes_are_rounded_with_python_round_and_crowd_removed(tmp_path):
         [("42", [[10, 4, 12, 14]]), ("7", [[20, 11, 51, 31]]), ("1000", [[2, 4, 12, 14]]), ("1001", [])],
     )
     assert records[1].path == tmp_path / "COCO" / "images" / "train2014" / "COCO_train2014_000000000007.jpg"
+
+
+def test_coco_records_keep_crowd_regions_apart_rounded_alike(tmp_path):
+    make_coco_tree(tmp_path)
+    records = datasets.coco20k_records(tmp_path / "COCO", tmp_path / "coco_20k_filenames.txt")
+    crowds = {record.name: record.crowd_boxes.tolist() for record in records}
+    assert crowds == {"42": [[0, 0, 64, 48]], "7": [], "1000": [], "1001": [[0, 0, 64, 48]]}
+    assert [record.gt_difficult for record in records] == [(False,), (False,), (False,), ()]
 
 
 def test_coco_list_order_is_kept(tmp_path):

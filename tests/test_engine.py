@@ -169,3 +169,40 @@ def test_every_method_gives_the_same_boxes_batched_and_one_image_at_a_time(vit_e
         expected[record.name] = entry.discover(features, [(image.height, image.width)], params)[0].box.tolist()
     config = DiscoveryConfig(method=method, params=params, batch_size=4, num_workers=2)
     assert engine_boxes(vit_extractor, mixed_images, config) == expected
+
+
+def test_multi_box_results_come_with_every_box_and_score_in_original_pixels(vit_extractor, mixed_images):
+    # max_size 32 scales the 64-pixel images down by 2 (and 50x40 by 1.5625): every box of an
+    # image comes back in its own pixels, like its top box
+    params = METHODS["maskcut"].params(max_objects=3)
+    records = single_image_records(mixed_images)
+    expected = {}
+    for record in records:
+        image = load_rgb(record.path, 32)
+        padded = pad_to_multiple(image_to_tensor(image), vit_extractor.pad_multiple)[None]
+        result = METHODS["maskcut"].discover(vit_extractor.extract(padded, {"feats"}), [(image.height, image.width)], params)[0]
+        original = load_rgb(record.path)
+        scale = np.array([original.width / image.width, original.height / image.height] * 2)
+        expected[record.name] = (result.boxes * scale, result.scores)
+    config = DiscoveryConfig(method="maskcut", params=params, batch_size=4, max_size=32)
+    found = {records[item.index].name: item for item in discover(vit_extractor, records, config)}
+    assert any(len(item.boxes) > 1 for item in found.values()), "some image must have several boxes"
+    for name, (boxes, scores) in expected.items():
+        np.testing.assert_allclose(found[name].boxes, boxes, rtol=1e-12)
+        assert found[name].scores.tolist() == scores.tolist()
+        assert found[name].box.tolist() == found[name].boxes[0].tolist()
+
+
+def test_one_box_methods_give_no_boxes_list(vit_extractor, mixed_images):
+    records = single_image_records(mixed_images)
+    assert all(item.boxes is None and item.scores is None for item in discover(vit_extractor, records, DiscoveryConfig()))
+
+
+def test_maskcut_top_box_is_tokencuts_at_the_same_tau_unless_the_corner_rule_fired(vit_extractor, mixed_images):
+    records = single_image_records(mixed_images)
+    tokencut_config = DiscoveryConfig(method="tokencut", params=METHODS["tokencut"].params(tau=0.15), batch_size=4)
+    tokencut_boxes = engine_boxes(vit_extractor, mixed_images, tokencut_config)
+    found = {records[item.index].name: item for item in discover(vit_extractor, records, DiscoveryConfig(method="maskcut", batch_size=4))}
+    plain = [name for name, item in found.items() if not (item.result.objects and item.result.objects[0].corner_rule)]
+    assert len(plain) >= 3, "most images must keep TokenCut's side"
+    assert {name: found[name].box.tolist() for name in plain} == {name: tokencut_boxes[name] for name in plain}

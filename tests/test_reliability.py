@@ -17,7 +17,7 @@ from tiny_datasets import make_coco_tree, make_voc_tree
 
 import journal as journal_module
 import main_lost
-from safe_files import read_predictions
+from safe_files import read_predictions, read_scored_predictions
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -233,3 +233,50 @@ def test_a_picture_on_a_read_only_file_system_isone_line(tmp_path, vit_tiny_chec
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1
     assert f"cannot write {tmp_path / 'visualizations' / 'LOST-vit_tiny16_k' / 'chelsea_pred.png'}: read-only file system" in err
+
+
+# ----------------------------------------------------------------------------------------------
+# A multi-object method: the same guarantees
+
+
+def test_maskcut_skips_and_handles_every_bad_input_like_the_others(tmp_path, vit_tiny_checkpoint):
+    make_voc_tree(tmp_path / "datasets", images=BAD_INPUT_IMAGES)
+    write_bad_inputs(tmp_path / "datasets" / "VOC2007" / "VOCdevkit" / "VOC2007")
+    code = run_cli(
+        "--dataset", "VOC07", "--set", "trainval", "--datasets_root", str(tmp_path / "datasets"), "--method", "maskcut",
+        "--arch", "vit_tiny", "--pretrained_weights", str(vit_tiny_checkpoint), "--output_dir", str(tmp_path / "out"),
+    )
+    assert code == 0
+    run = tmp_path / "out" / "VOC07_trainval" / "MaskCut-vit_tiny16_k"
+    skipped = dict(line.split("\t") for line in (run / "skipped.txt").read_text().splitlines())
+    assert sorted(skipped) == ["000001.jpg", "000002.jpg", "000003.jpg", "000011.jpg", "000012.jpg", "000013.jpg"]
+    scored = read_scored_predictions(run / "preds.pkl")
+    handled = ["000004.jpg", "000005.jpg", "000006.jpg", "000007.jpg", "000008.jpg", "000009.jpg", "000010.jpg", "000014.jpg", "000015.jpg"]
+    assert list(scored) == handled
+    assert all(0 <= x1 < x2 <= 12000 and 0 <= y1 < y2 <= 9000 for x1, y1, x2, y2 in scored["000010.jpg"].boxes.tolist())
+    # one patch: nothing to cut, the whole image with score 0
+    assert scored["000009.jpg"].boxes.tolist() == [[0, 0, 5, 4]] and scored["000009.jpg"].scores.tolist() == [0.0]
+    assert (run / "results.txt").read_text().splitlines()[1:] == ["evaluated,9,,", "skipped,6,,"]
+
+
+@pytest.fixture(scope="module")
+def maskcut_uninterrupted(kill_images, vit_tiny_checkpoint, tmp_path_factory) -> dict[str, list]:
+    output = tmp_path_factory.mktemp("maskcut_whole")
+    command = lost_command(kill_images, output, vit_tiny_checkpoint, "--method", "maskcut")
+    subprocess.run(command, check=True, capture_output=True)
+    return read_scored_predictions(output / "photos" / "MaskCut-vit_tiny16_k" / "preds.json")
+
+
+def as_lists(scored) -> dict[str, tuple[list, list]]:
+    return {name: (found.boxes.tolist(), found.scores.tolist()) for name, found in scored.items()}
+
+
+def test_killed_maskcut_run_resumes_to_the_same_boxes_and_scores(kill_images, vit_tiny_checkpoint, maskcut_uninterrupted, tmp_path):
+    assert any(len(found.boxes) > 1 for found in maskcut_uninterrupted.values()), "some image must have several boxes"
+    command = lost_command(kill_images, tmp_path, vit_tiny_checkpoint, "--method", "maskcut")
+    run = tmp_path / "photos" / "MaskCut-vit_tiny16_k"
+    run_and_kill(command, run / "journal.jsonl", 6)
+    assert not (run / "preds.pkl").exists()
+    subprocess.run(command, check=True, capture_output=True)
+    assert as_lists(read_scored_predictions(run / "preds.pkl")) == as_lists(maskcut_uninterrupted)
+    assert journal_lines(run / "journal.jsonl") == 1 + len(maskcut_uninterrupted), "no image is done twice"

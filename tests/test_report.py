@@ -593,6 +593,20 @@ def test_cli_reads_a_detectron_results_file(voc_root, tmp_path, capsys):
     assert "corloc: 50.0 (1/2), 2 skipped" in stdout
 
 
+@pytest.mark.parametrize("name", ["preds.pkl", "preds.json"])
+def test_cli_reads_the_top_box_of_multi_box_predictions(voc_root, tmp_path, capsys, name):
+    # the top boxes are VOC_PREDS' (1 hit of 3); the second boxes would hit 000002 and 000004
+    scored = {
+        image: safe_files.ScoredBoxes(np.array([box, second]), np.array([0.9, 0.1]))
+        for (image, box), second in zip(VOC_PREDS.items(), ([0, 0, 4, 4], [32, 16, 56, 40], [11, 7, 44, 40]), strict=True)
+    }
+    safe_files.write_scored_predictions(tmp_path / "run", scored)
+    code, stdout, _ = run_cli(capsys, "--pred_file", str(tmp_path / "run" / name), "--set", "trainval",
+                              "--datasets_root", str(voc_root), "--output", str(tmp_path / "out"))
+    assert code == 0
+    assert "corloc: 33.3 (1/3), 1 skipped" in stdout
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

@@ -181,3 +181,95 @@ def test_write_json_creates_the_folder_and_reads_back(tmp_path):
     path.write_text("{")
     with pytest.raises(LostError, match="a.json: not valid JSON .*; write it again"):
         safe_files.read_json(path, "write it again")
+
+
+# ----------------------------------------------------------------------------------------------
+# Multi-box prediction files
+
+SCORED = {
+    "a.jpg": safe_files.ScoredBoxes(np.array([[0, 16, 32, 48], [8, 8, 16, 16]]), np.array([0.75, 0.5])),
+    "b.jpg": safe_files.ScoredBoxes(np.array([[1.5, 2.0, 3.0, 4.0]]), np.array([0.0])),
+}
+
+
+def test_multi_box_predictions_are_written_in_three_files_best_first(tmp_path):
+    safe_files.write_scored_predictions(tmp_path, SCORED)
+    assert json.loads((tmp_path / "preds.json").read_text()) == {
+        "a.jpg": [{"box": [0, 16, 32, 48], "score": 0.75}, {"box": [8, 8, 16, 16], "score": 0.5}],
+        "b.jpg": [{"box": [1.5, 2.0, 3.0, 4.0], "score": 0.0}],
+    }
+    boxes = safe_files.restricted_load(tmp_path / "preds.pkl")
+    assert boxes["a.jpg"].shape == (2, 4) and boxes["a.jpg"].dtype == np.int64 and boxes["b.jpg"].shape == (1, 4)
+    scores = safe_files.restricted_load(tmp_path / "preds.scores.pkl")
+    assert scores["a.jpg"].tolist() == [0.75, 0.5] and scores["b.jpg"].dtype == np.float64
+
+
+@pytest.mark.parametrize("name", ["preds.pkl", "preds.json"])
+def test_every_reader_reads_multi_box_files(tmp_path, name):
+    safe_files.write_scored_predictions(tmp_path, SCORED)
+    path = tmp_path / name
+    assert {n: box.tolist() for n, box in safe_files.read_predictions(path).items()} == {
+        "a.jpg": [0, 16, 32, 48], "b.jpg": [1.5, 2.0, 3.0, 4.0],
+    }  # fmt: skip
+    assert safe_files.read_prediction_boxes(path)["a.jpg"].tolist() == [[0, 16, 32, 48], [8, 8, 16, 16]]
+    scored = safe_files.read_scored_predictions(path)
+    assert scored["a.jpg"].boxes.tolist() == [[0, 16, 32, 48], [8, 8, 16, 16]]
+    assert scored["a.jpg"].scores.tolist() == [0.75, 0.5] and scored["b.jpg"].scores.tolist() == [0.0]
+
+
+@pytest.mark.parametrize("name", ["preds.pkl", "preds.json"])
+def test_one_box_files_read_as_one_detection_of_score_one(tmp_path, name):
+    safe_files.write_predictions(tmp_path, {"a.jpg": np.array([1, 2, 3, 4])})
+    scored = safe_files.read_scored_predictions(tmp_path / name)
+    assert scored["a.jpg"].boxes.tolist() == [[1, 2, 3, 4]] and scored["a.jpg"].scores.tolist() == [1.0]
+    assert safe_files.read_prediction_boxes(tmp_path / name)["a.jpg"].shape == (4,)
+
+
+def test_json_boxes_are_ordered_by_decreasing_score_ties_in_file_order(tmp_path):
+    entries = [{"box": [0, 0, 1, 1], "score": 0.2}, {"box": [0, 0, 2, 2], "score": 0.9}, {"box": [0, 0, 3, 3], "score": 0.2}]
+    (tmp_path / "preds.json").write_text(json.dumps({"a.jpg": entries}))
+    scored = safe_files.read_scored_predictions(tmp_path / "preds.json")["a.jpg"]
+    assert scored.boxes[:, 2].tolist() == [2, 1, 3] and scored.scores.tolist() == [0.9, 0.2, 0.2]
+    assert safe_files.read_predictions(tmp_path / "preds.json")["a.jpg"].tolist() == [0, 0, 2, 2]
+
+
+def test_a_multi_box_pickle_without_its_scores_gives_boxes_but_no_scores(tmp_path):
+    safe_files.write_scored_predictions(tmp_path, SCORED)
+    (tmp_path / "preds.scores.pkl").unlink()
+    assert safe_files.read_predictions(tmp_path / "preds.pkl")["a.jpg"].tolist() == [0, 16, 32, 48]
+    with pytest.raises(LostError, match=r"preds.scores.pkl: scores of the multi-box predictions .* not found; .*preds.json"):
+        safe_files.read_scored_predictions(tmp_path / "preds.pkl")
+
+
+def test_scores_that_do_not_match_the_boxes_are_refused(tmp_path):
+    safe_files.write_scored_predictions(tmp_path, SCORED)
+    (tmp_path / "preds.scores.pkl").write_bytes(pickle.dumps({"a.jpg": np.array([0.5]), "b.jpg": np.array([0.0])}))
+    with pytest.raises(LostError, match=r"no 2 scores for 'a.jpg'"):
+        safe_files.read_scored_predictions(tmp_path / "preds.pkl")
+
+
+def test_scores_file_follows_the_predictions_name():
+    assert safe_files.scores_file(Path("runs/MaskCut_VOC07.pkl")) == Path("runs/MaskCut_VOC07.scores.pkl")
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [[{"box": [0, 0, 1], "score": 1.0}], [{"box": [0, 0, 1, 1]}], [[0, 0, 1, 1], [0, 0, 2, 2]]],
+    ids=["three-numbers", "no-score", "lists-without-scores"],
+)
+def test_malformed_multi_box_json_is_one_clear_error(tmp_path, entry):
+    (tmp_path / "preds.json").write_text(json.dumps({"a.jpg": entry}))
+    with pytest.raises(LostError, match=r"prediction for 'a.jpg' is not"):
+        safe_files.read_scored_predictions(tmp_path / "preds.json")
+
+
+def test_detectron_results_give_every_detection_by_score(tmp_path):
+    detections = [
+        {"image_id": 5, "bbox": [0, 0, 2, 2], "score": 0.3},
+        {"image_id": 5, "bbox": [1, 1, 2, 2], "score": 0.8},
+        {"image_id": 7, "bbox": [0, 0, 4, 4], "score": 0.5},
+    ]
+    (tmp_path / "results.json").write_text(json.dumps(detections))
+    scored = safe_files.read_detectron_scored(tmp_path / "results.json")
+    assert scored["5"].boxes.tolist() == [[1, 1, 3, 3], [0, 0, 2, 2]] and scored["5"].scores.tolist() == [0.8, 0.3]
+    assert safe_files.read_detectron_predictions(tmp_path / "results.json")["5"].tolist() == [1, 1, 3, 3]

@@ -4,11 +4,10 @@ import warnings
 
 import numpy as np
 import pytest
-import scipy.linalg
-import scipy.ndimage
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from published_tokencut import published_cut, published_eigenvector
 from tokencut_agreement import planted_map as noisy_planted_map
 from tokencut_agreement import vit_like_map
 
@@ -57,39 +56,6 @@ def two_clique_vector(size_a, size_b, eps):
     mass_a, mass_b = size_a * degree_a, size_b * degree_b
     value_a = 1 / np.sqrt(mass_a * (1 + mass_a / mass_b))
     return value_a, -value_a * mass_a / mass_b
-
-
-def published_eigenvector(feats, tau, eps, no_binary_graph):
-    """Steps 1-3 of the published computation, operation by operation: (N, d) -> (N,) v."""
-    feats = F.normalize(feats, p=2)
-    affinity = (feats @ feats.transpose(1, 0)).numpy()
-    if no_binary_graph:
-        affinity[affinity < tau] = eps
-    else:
-        affinity = affinity > tau
-        affinity = np.where(affinity.astype(float) == 0, eps, affinity)
-    degree_matrix = np.diag(np.sum(affinity, axis=1))
-    _, eigenvectors = scipy.linalg.eigh(degree_matrix - affinity, degree_matrix, subset_by_index=[1, 2])
-    return eigenvectors[:, 0]
-
-
-def published_cut(vector, grid, scales, image_size, seed=None):
-    """Steps 4-5 of the published computation. ``seed=None``: its ``np.argmax``; else the given
-    seed, as if the argmax had picked it among tied magnitudes. Returns (box, seed, v, parts)."""
-    vector = np.copy(vector)
-    average = np.sum(vector) / len(vector)
-    parts = vector > average
-    if seed is None:
-        seed = np.argmax(np.abs(vector))
-    if parts[seed] != 1:
-        vector = vector * -1
-        parts = np.logical_not(parts)
-    objects, _ = scipy.ndimage.label(parts.reshape(grid).astype(float))
-    rows, cols = np.where(objects == objects[np.unravel_index(seed, grid)])
-    box = [scales[1] * min(cols), scales[0] * min(rows), scales[1] * (max(cols) + 1), scales[0] * (max(rows) + 1)]
-    box[2] = min(box[2], image_size[1])
-    box[3] = min(box[3], image_size[0])
-    return np.asarray(box), int(seed), vector, parts
 
 
 def tied_with_maximum(vector, rtol=1e-9):

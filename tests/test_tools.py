@@ -172,6 +172,39 @@ def test_voc_cad_pseudo_boxes_become_detectron2_records(voc_dir, tmp_path):
     assert second["image_id"] == "000002" and second["annotations"][0]["bbox"] == [32.0, 16.0, 56.0, 40.0]
 
 
+def annotation(box, category=0):
+    return {"bbox": [float(v) for v in box], "bbox_mode": 0, "category_id": category, "iscrowd": 0}
+
+
+@pytest.mark.parametrize("name", ["preds.pkl", "preds.json"])
+def test_every_box_of_a_multi_box_prediction_is_pseudo_ground_truth(voc_dir, tmp_path, capsys, name):
+    scored = {
+        "000001.jpg": safe_files.ScoredBoxes(np.array([[8, 8, 40, 32], [0, 0, 8, 8], [48, 0, 64, 16]]), np.array([0.9, 0.5, 0.1])),
+        "000002.jpg": safe_files.ScoredBoxes(np.array([[32, 16, 56, 40]]), np.array([0.0])),
+    }
+    safe_files.write_scored_predictions(tmp_path / "maskcut", scored)
+    out = tmp_path / "prepared"
+    tool = "prepare_voc_LOST_CAD_pseudo_boxes_in_detectron2_format"
+    assert run_tool(tool, "--pboxes", tmp_path / "maskcut" / name, "--voc_dir", voc_dir, "--output_dir", out) == 0
+    assert "2 images with 4 pseudo-boxes written" in capsys.readouterr().out
+    first, second = json.loads((out / "voc_2007_trainval_LOST_CAD.json").read_text())["dataset"]
+    assert first["annotations"] == [annotation([8, 8, 40, 32]), annotation([0, 0, 8, 8]), annotation([48, 0, 64, 16])]
+    assert second["annotations"] == [annotation([32, 16, 56, 40])]
+
+
+def test_clustered_multi_box_predictions_keep_one_cluster_per_box(voc_dir, tmp_path):
+    pboxes = tmp_path / "preds_clustered_3clu.pkl"
+    names = ["000001.jpg", "000001.jpg", "000002.jpg"]
+    rows = [np.array([8, 8, 40, 32]), np.array([0, 0, 8, 8]), np.array([32, 16, 56, 40])]
+    clustering.write_pseudo_labels(pboxes, names, np.array([2, 1, 0]), rows, grouped=True)
+    out = tmp_path / "prepared"
+    tool = "prepare_voc_LOST_OD_pseudo_boxes_in_detectron2_format"
+    assert run_tool(tool, "--pboxes", pboxes, "--voc_dir", voc_dir, "--output_dir", out) == 0
+    first, second = json.loads((out / "voc_2007_trainval_LOST_OD_clu3.json").read_text())["dataset"]
+    assert first["annotations"] == [annotation([8, 8, 40, 32], 2), annotation([0, 0, 8, 8], 1)]
+    assert second["annotations"] == [annotation([32, 16, 56, 40], 0)]
+
+
 def test_pseudo_boxes_of_missing_images_are_a_user_error(voc_dir, tmp_path, capsys):
     safe_files.write_predictions(tmp_path / "lost", {"000009.jpg": np.array([0, 0, 4, 4])})
     tool = "prepare_voc_LOST_CAD_pseudo_boxes_in_detectron2_format"
@@ -290,6 +323,18 @@ def test_coco20k_pseudo_boxes_become_detectron2_records(coco_tree, tmp_path):
     assert records[1]["annotations"] == [
         {"bbox": [10.0, 4.0, 12.0, 14.0], "bbox_mode": 0, "category_id": 0, "iscrowd": 0}
     ]
+
+
+def test_coco20k_multi_box_predictions_become_every_pseudo_box(coco_tree, tmp_path):
+    coco_dir = coco_tree.datasets_root / "COCO"
+    scored = {"42": safe_files.ScoredBoxes(np.array([[10, 4, 12, 14], [0, 0, 30, 20]]), np.array([0.8, 0.3]))}
+    safe_files.write_scored_predictions(tmp_path / "maskcut", scored)
+    out = tmp_path / "prepared"
+    tool = "prepare_coco_LOST_CAD_pseudo_boxes_in_detectron2_format"
+    assert run_tool(tool, "--pboxes", tmp_path / "maskcut" / "preds.pkl", "--coco_dir", coco_dir, "--output_dir", out) == 0
+    (record,) = json.loads((out / "coco20k_train_LOST_CAD.json").read_text())["dataset"]
+    assert record["image_id"] == 42
+    assert record["annotations"] == [annotation([10, 4, 12, 14]), annotation([0, 0, 30, 20])]
 
 
 def test_coco20k_pseudo_boxes_of_unknown_images_are_a_user_error(coco_tree, tmp_path, capsys):

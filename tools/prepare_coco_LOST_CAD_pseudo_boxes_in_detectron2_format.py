@@ -3,6 +3,9 @@
     python tools/prepare_coco_LOST_CAD_pseudo_boxes_in_detectron2_format.py \
         --pboxes outputs/COCO20k_train/LOST-vit_small16_k/preds.pkl
 
+Multi-object predictions (--method maskcut) give several boxes per image: all of them become that
+image's pseudo ground truth, as CutLER trains its detector on every MaskCut mask.
+
 Writes <output_dir>/coco20k_train_LOST_CAD.json, the training set of RN50_DINO_FRCNN_COCO20k_CAD.yaml.
 """
 
@@ -23,7 +26,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--pboxes",
         type=Path,
         default=Path("outputs/COCO20k_train/LOST-vit_small16_k/preds.pkl"),
-        help="LOST predictions (preds.pkl / .json)",
+        help="predictions of main_lost.py (preds.pkl / .json), one box or several per image",
     )
     parser.add_argument(
         "--coco_dir", type=Path, default=Path("datasets/COCO"), help="COCO folder (images/, annotations/)"
@@ -36,10 +39,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def prepare(args: argparse.Namespace) -> None:
     dataset = detection_data.KNOWN_DATASETS["coco20k_train_LOST_CAD"]
-    boxes = safe_files.read_predictions(args.pboxes)
+    boxes = safe_files.read_prediction_boxes(args.pboxes)
     records = detection_data.coco_pseudo_box_records(args.coco_dir, boxes)
     path = detection_data.write_dataset_dicts(records, dataset, args.pboxes, args.output_dir)
-    print(f"{len(records)} images with a pseudo-box written at {path}")
+    count = sum(len(record["annotations"]) for record in records)
+    print(f"{len(records)} images with {count} pseudo-boxes written at {path}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,7 +3,8 @@
     python tools/prepare_voc_LOST_OD_pseudo_boxes_in_detectron2_format.py --year 2007 \
         --pboxes data/LOST_predictions/LOST_VOC07_clustered_20clu.pkl
 
-The input is written by cluster_for_OD.py. Writes <output_dir>/voc_<year>_trainval_LOST_OD_clu<K>.json
+The input is written by cluster_for_OD.py; with the boxes of a multi-object method every box keeps
+its own cluster. Writes <output_dir>/voc_<year>_trainval_LOST_OD_clu<K>.json
 (K = largest pseudo-label + 1), the training set of the OD configs.
 """
 
@@ -12,6 +13,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project's modules
+
+import numpy as np
 
 import clustering
 import detection_data
@@ -34,12 +37,13 @@ def prepare(args: argparse.Namespace) -> None:
     pseudo = clustering.read_pseudo_labels(args.pboxes)
     if not pseudo:
         raise LostError(f"{args.pboxes}: holds no pseudo-box; run cluster_for_OD.py again")
-    boxes = {name: entry.box for name, entry in pseudo.items()}
-    labels = {name: entry.label for name, entry in pseudo.items()}
-    dataset = detection_data.od_dataset(args.year, max(labels.values()) + 1)
+    boxes = {name: np.stack([entry.box for entry in entries]) for name, entries in pseudo.items()}
+    labels = {name: [entry.label for entry in entries] for name, entries in pseudo.items()}
+    dataset = detection_data.od_dataset(args.year, max(max(image_labels) for image_labels in labels.values()) + 1)
     records = detection_data.voc_pseudo_box_records(voc_dir, args.year, boxes, labels)
     path = detection_data.write_dataset_dicts(records, dataset, args.pboxes, args.output_dir)
-    print(f"{len(records)} images with a pseudo-box of {len(dataset.classes)} clusters written at {path}")
+    count = sum(len(record["annotations"]) for record in records)
+    print(f"{len(records)} images with {count} pseudo-boxes of {len(dataset.classes)} clusters written at {path}")
 
 
 def main(argv: list[str] | None = None) -> int:
