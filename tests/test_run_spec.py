@@ -43,7 +43,7 @@ def test_settings_hold_every_field_of_the_spec_and_its_parts():
     assert settings == {
         "input": "VOC07_trainval",
         "backbone": {"arch": "vit_small", "patch_size": 16, "resnet_dilate": 2, "weights": "w.pth",
-                     "checkpoint_key": "teacher", "which_features": "k"},
+                     "checkpoint_key": "teacher", "which_features": "k", "rope_keys": "pre"},
         "method": "lost",
         "params": {"k_patches": 7},
         "precision": "fp32",
