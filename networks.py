@@ -84,7 +84,11 @@ class DinoVisionTransformer(timm_vision_transformer.VisionTransformer):
     past the last whole patch.
     """
 
-    def __init__(self, patch_size: int, embed_dim: int, depth: int, num_heads: int, img_size: int = 224):
+    def __init__(
+        self, patch_size: int, embed_dim: int, depth: int, num_heads: int, img_size: int = 224, initialize: bool = True
+    ):
+        """``initialize=False`` leaves timm's weight initialization out (the parameters hold
+        whatever they were created with), for a model whose weights are loaded next."""
         super().__init__(
             img_size=img_size,
             patch_size=patch_size,
@@ -93,6 +97,7 @@ class DinoVisionTransformer(timm_vision_transformer.VisionTransformer):
             num_heads=num_heads,
             num_classes=0,
             dynamic_img_size=True,
+            weight_init="" if initialize else "skip",
         )
         self.patch_embed.img_size = None  # timm checks the image size against the patch size only when it has one
         use_lost_attention(self)
@@ -322,7 +327,8 @@ class Backbone:
 
     name: the ``--arch`` value. kind: ``"vit"`` (tokens: prefix tokens then patches, features
     read from the last block's attention) or ``"conv"`` (the last feature map).
-    build: ``build(patch_size, resnet_dilate) -> nn.Module``, randomly initialized.
+    build: ``build(patch_size, resnet_dilate, initialize) -> nn.Module``, randomly initialized;
+    ``initialize=False`` may skip the initialization of a model whose weights are loaded next.
     patch_sizes: the patch sizes it is built with (ViT); a ConvNet ignores ``--patch_size``.
     official_weights: ``official_weights(patch_size) -> URL`` or None when there is none.
     prefix_tokens: tokens before the patches (CLS, registers) dropped from the patch features.
@@ -333,7 +339,7 @@ class Backbone:
 
     name: str
     kind: str
-    build: Callable[[int, int], nn.Module]
+    build: Callable[[int, int, bool], nn.Module]
     patch_sizes: tuple[int, ...]
     official_weights: Callable[[int], str | None]
     prefix_tokens: int = 1
@@ -373,9 +379,11 @@ def torchvision_weights(weights_enum: str) -> Callable[[int], str]:
     return lambda _patch_size: getattr(torchvision.models, weights_enum).IMAGENET1K_V1.url
 
 
-def dino_vit(embed_dim: int, num_heads: int) -> Callable[[int, int], DinoVisionTransformer]:
+def dino_vit(embed_dim: int, num_heads: int) -> Callable[[int, int, bool], DinoVisionTransformer]:
     """Builder of DINO's 12-block ViT of width ``embed_dim``."""
-    return lambda patch_size, _dilate: DinoVisionTransformer(patch_size, embed_dim, depth=12, num_heads=num_heads)
+    return lambda patch_size, _dilate, initialize: DinoVisionTransformer(
+        patch_size, embed_dim, depth=12, num_heads=num_heads, initialize=initialize
+    )
 
 
 BACKBONES: dict[str, Backbone] = {
@@ -385,14 +393,14 @@ BACKBONES: dict[str, Backbone] = {
         Backbone("vit_small", "vit", dino_vit(384, 6), (8, 16), dino_vit_weights("vit_small")),
         Backbone("vit_base", "vit", dino_vit(768, 12), (8, 16), dino_vit_weights("vit_base")),
         Backbone(
-            "resnet50", "conv", lambda _p, dilate: resnet50_features(dilate), (), lambda _p: DINO_URL
+            "resnet50", "conv", lambda _p, dilate, _i: resnet50_features(dilate), (), lambda _p: DINO_URL
             + "dino_resnet50_pretrain/dino_resnet50_pretrain.pth", 0, dilated=True,
         ),
         Backbone(
-            "resnet50_imagenet", "conv", lambda _p, dilate: resnet50_features(dilate), (),
+            "resnet50_imagenet", "conv", lambda _p, dilate, _i: resnet50_features(dilate), (),
             torchvision_weights("ResNet50_Weights"), 0, dilated=True,
         ),
-        Backbone("vgg16_imagenet", "conv", lambda _p, _d: vgg16_features(), (), torchvision_weights("VGG16_Weights"), 0),
+        Backbone("vgg16_imagenet", "conv", lambda _p, _d, _i: vgg16_features(), (), torchvision_weights("VGG16_Weights"), 0),
     )
 }
 """The backbone table: ``--arch`` name -> :class:`Backbone`."""
@@ -450,7 +458,7 @@ def timm_backbone(name: str) -> Backbone:
     with torch.device("meta"):
         probe = timm_vit(name, depth=1)
     return Backbone(
-        name, "vit", lambda _p, _d: timm_vit(name), (timm_patch_size(probe),), lambda _p: None,
+        name, "vit", lambda _p, _d, _i: timm_vit(name), (timm_patch_size(probe),), lambda _p: None,
         probe.num_prefix_tokens, from_timm=True,
     )
 
@@ -564,10 +572,11 @@ class BackboneSpec:
         return f"{self.label()} {self.weights or 'official weights'} {self.checkpoint_key}"
 
 
-def build_model(arch: str, patch_size: int = 16, resnet_dilate: int = 2) -> nn.Module:
-    """A randomly initialized backbone in eval mode with gradients off."""
+def build_model(arch: str, patch_size: int = 16, resnet_dilate: int = 2, initialize: bool = True) -> nn.Module:
+    """A randomly initialized backbone in eval mode with gradients off (``initialize=False``: a
+    DINO ViT's parameters are left as created, for weights loaded next)."""
     entry = _checked_entry(arch, patch_size, resnet_dilate)
-    return entry.build(patch_size, resnet_dilate).eval().requires_grad_(False)
+    return entry.build(patch_size, resnet_dilate, initialize).eval().requires_grad_(False)
 
 
 def get_model(
@@ -595,7 +604,7 @@ def get_model(
     else:
         source = _official_url(entry, patch_size)
         state_dict = download_state_dict(source)
-    model = build_model(arch, patch_size, resnet_dilate)
+    model = build_model(arch, patch_size, resnet_dilate, initialize=False)
     if entry.from_timm:
         state_dict = timm_state_dict(model, state_dict)
     load_weights(model, state_dict, source, entry.label(patch_size, resnet_dilate, separator="/"))
