@@ -68,7 +68,8 @@ def apply_entry(
 def entry_of(name: str, found: np.ndarray | ScoredBoxes) -> dict[str, Any]:
     """The journal line of a finished image: its box, or its boxes and scores."""
     if isinstance(found, ScoredBoxes):
-        return {"name": name, "boxes": [box_to_json(box) for box in found.boxes], "scores": [float(v) for v in found.scores]}
+        boxes = [box_to_json(box) for box in found.boxes]
+        return {"name": name, "boxes": boxes, "scores": [float(v) for v in found.scores]}
     return {"name": name, "box": box_to_json(found)}
 
 

@@ -293,10 +293,13 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def image_line(name: str, boxes: dict[str, np.ndarray], errors: dict[str, str], detections: dict[str, ScoredBoxes]) -> str:
+def image_line(
+    name: str, boxes: dict[str, np.ndarray], errors: dict[str, str], detections: dict[str, ScoredBoxes]
+) -> str:
     """What a one-image run prints: the box, every box with its score, or why it was skipped."""
     if name in detections:
-        listed = ", ".join(f"{box.tolist()} ({score:.3f})" for box, score in zip(detections[name].boxes, detections[name].scores, strict=True))
+        found = detections[name]
+        listed = ", ".join(f"{box.tolist()} ({score:.3f})" for box, score in zip(found.boxes, found.scores, strict=True))
         return f"{name}: boxes [x1, y1, x2, y2] (score), best first = {listed}"
     return f"{name}: box [x1, y1, x2, y2] = {boxes[name].tolist()}" if name in boxes else f"{name}: {errors[name]}"
 

@@ -237,7 +237,9 @@ class MaskCutParams:
             raise LostError(f"--max_objects {self.max_objects}: must be at least 1")
 
 
-def discover_maskcut(features: Features, image_sizes: list[tuple[int, int]], params: MaskCutParams) -> list[MaskCutResult]:
+def discover_maskcut(
+    features: Features, image_sizes: list[tuple[int, int]], params: MaskCutParams
+) -> list[MaskCutResult]:
     """MaskCut on a batch: features.feats (B, N, d) -> one :class:`MaskCutResult` (boxes, scores) per image."""
     return maskcut_batch(
         features.feats, features.grid, features.scales, image_sizes,

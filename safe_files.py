@@ -328,11 +328,15 @@ def write_scored_predictions(folder: Path | str, preds: Mapping[str, ScoredBoxes
     the scores first."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    _write_pickle(scores_file(folder / "preds.pkl"), {str(name): np.asarray(p.scores, dtype=np.float64) for name, p in preds.items()})
-    _write_pickle(folder / "preds.pkl", {str(name): np.asarray(p.boxes) for name, p in preds.items()})
+    scores = {str(name): np.asarray(found.scores, dtype=np.float64) for name, found in preds.items()}
+    _write_pickle(scores_file(folder / "preds.pkl"), scores)
+    _write_pickle(folder / "preds.pkl", {str(name): np.asarray(found.boxes) for name, found in preds.items()})
     listed = {
-        str(name): [{"box": np.asarray(box).tolist(), "score": float(score)} for box, score in zip(p.boxes, p.scores, strict=True)]
-        for name, p in preds.items()
+        str(name): [
+            {"box": np.asarray(box).tolist(), "score": float(score)}
+            for box, score in zip(found.boxes, found.scores, strict=True)
+        ]
+        for name, found in preds.items()
     }
     write_json(folder / "preds.json", listed)
 
