@@ -258,17 +258,11 @@ def last_attention_inputs(model: nn.Module, images: Tensor) -> tuple[Tensor, Ten
     run with :func:`attention_kernel`; nothing after the last attention's projection runs."""
     tokens, rope = embedded_tokens(model, images)
     blocks = list(model.blocks)
-    for index, block in enumerate(blocks[:-1]):
-        block_rope = _block_rope(model, rope, index)
-        tokens = block(tokens) if block_rope is None else block(tokens, rope=block_rope)
+    for block in blocks[:-1]:
+        tokens = block(tokens) if rope is None else block(tokens, rope=rope)
     last = blocks[-1]
     q, k, v = attention_qkv(last.attn, last.norm1(tokens))
-    return q, k, v, _block_rope(model, rope, len(blocks) - 1)
-
-
-def _block_rope(model: nn.Module, rope: Tensor | None, index: int) -> Tensor | None:
-    """The rotary embedding of block ``index`` (one per block for timm's mixed RoPE)."""
-    return rope[index] if rope is not None and getattr(model, "rope_mixed", False) else rope
+    return q, k, v, rope
 
 
 def last_selfattention(model: nn.Module, images: Tensor) -> Tensor:
@@ -453,10 +447,10 @@ def is_timm_vit_name(name: str) -> bool:
 @functools.cache
 def timm_backbone(name: str) -> Backbone:
     """The entry of the timm ViT ``name``. Its patch size and prefix tokens are read off the model
-    built with one block on the meta device (no memory, no download); LostError when its blocks
-    are of a kind whose features this module cannot read."""
+    built on the meta device (no memory, no download); LostError when its blocks are of a kind
+    whose features this module cannot read."""
     with torch.device("meta"):
-        probe = timm_vit(name, depth=1)
+        probe = timm_vit(name)
     return Backbone(
         name, "vit", lambda _p, _d, _i: timm_vit(name), (timm_patch_size(probe),), lambda _p: None,
         probe.num_prefix_tokens, from_timm=True,
@@ -490,14 +484,15 @@ def timm_vit(name: str, pretrained: bool = False, **overrides: Any) -> nn.Module
 
 
 def _check_readable(name: str, model: nn.Module) -> None:
-    """LostError unless every block is timm's standard or EVA block with its attention (whose
-    queries, keys and values :func:`attention_qkv` reads)."""
+    """LostError unless every block is timm's standard or EVA block with its own attention (whose
+    queries, keys and values :func:`attention_qkv` reads; a rotary embedding per block, timm's
+    "mixed" RoPE, comes only with other attention modules)."""
     for block in model.blocks:
         attn = getattr(block, "attn", None)
         if type(block) not in (timm_vision_transformer.Block, timm_eva.EvaBlock) or type(attn) not in (Attention, timm_eva.EvaAttention):
             raise LostError(
-                f"--arch {name}: timm builds it with {type(block).__name__} blocks, whose features LOST cannot "
-                "read; choose a ViT of timm's standard or EVA blocks"
+                f"--arch {name}: timm builds it with {type(block).__name__} blocks and {type(attn).__name__} "
+                "attention, whose features LOST cannot read; choose a ViT of timm's standard or EVA blocks"
             )
 
 

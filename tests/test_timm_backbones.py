@@ -107,9 +107,11 @@ def test_names_timm_does_not_build_as_a_vit_are_one_line_errors(name):
     assert "timm ViT name" in message and "\n" not in message
 
 
-def test_vits_of_other_blocks_are_refused_by_name():
+def test_vits_of_other_blocks_or_attention_are_refused_by_name():
     with pytest.raises(LostError, match="--arch vit_small_patch16_18x2_224: timm builds it with ParallelThingsBlock blocks"):
         networks.backbone_entry("vit_small_patch16_18x2_224")
+    with pytest.raises(LostError, match="--arch vit_small_patch16_rope_224: timm builds it with EvaBlock blocks and AttentionRope attention"):
+        networks.backbone_entry("vit_small_patch16_rope_224")
 
 
 @pytest.mark.parametrize(
