@@ -242,9 +242,8 @@ def run(args: argparse.Namespace) -> int:
     settings = run_spec(args, spec.name)
     model = load_backbone(settings.backbone, device)
     extractor = FeatureExtractor.for_spec(model, settings.backbone)
-    check_dinoseg_head(settings, extractor)
     if settings.entry.prepare is not None:
-        settings.entry.prepare(settings.params)
+        settings.entry.prepare(settings.params, extractor.num_heads)
     root = Path(args.output_dir) if single_file else Path(args.output_dir) / spec.name
     run_folder = root / exp
     vis_folder = root / "visualizations" / exp if args.visualize else None
@@ -313,12 +312,6 @@ def write_report(
     )
     report.build_report(report.ReportRun(info, tuple(report.report_images(spec.records, boxes))), run_folder)
     print(f"Report saved at {run_folder / 'report.html'}")
-
-
-def check_dinoseg_head(spec: RunSpec, extractor: FeatureExtractor) -> None:
-    """LostError when DINO-seg is asked for a head the model does not have."""
-    if spec.method == "dinoseg" and not 0 <= spec.params.head < extractor.num_heads:
-        raise LostError(f"--dinoseg_head {spec.params.head}: {spec.backbone.arch} has heads 0 to {extractor.num_heads - 1}")
 
 
 def main(argv: list[str] | None = None) -> int:

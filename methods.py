@@ -62,7 +62,8 @@ class Method:
     pictures: ``--visualize`` kind -> picture function; every method draws ``pred``, and a kind
         it lacks falls back to ``pred``.
     vit_only: whether a ConvNet backbone is refused.
-    prepare: ``prepare(params)`` run once before any image, to fail early on what the method
+    prepare: ``prepare(params, num_heads)`` run once before any image (``num_heads``: the
+        backbone's attention heads), to fail early on a bad parameter or on what the method
         itself loads (FOUND's head); None when it loads nothing.
     multi_box: whether its results also carry ``boxes: (K, 4)`` and ``scores: (K,)``, best
         first (several objects per image), besides ``box`` = ``boxes[0]``.
@@ -76,7 +77,7 @@ class Method:
     folder: Callable[[BackboneSpec, Any], str]
     pictures: Mapping[str, PictureFn]
     vit_only: bool = False
-    prepare: Callable[[Any], None] | None = None
+    prepare: Callable[[Any, int], None] | None = None
     multi_box: bool = False
 
     def check_backbone(self, backbone: BackboneSpec) -> None:
@@ -152,6 +153,12 @@ def discover_dinoseg(features: Features, image_sizes: list[tuple[int, int]], par
         BoxResult(dino_seg(heads, features.grid, patch_size, size, params.head))
         for heads, size in zip(features.cls_attention, image_sizes, strict=True)
     ]
+
+
+def check_dinoseg_head(params: DinoSegParams, num_heads: int) -> None:
+    """LostError when DINO-seg is asked for a head the model does not have."""
+    if not 0 <= params.head < num_heads:
+        raise LostError(f"--dinoseg_head {params.head}: the backbone has heads 0 to {num_heads - 1}")
 
 
 def dinoseg_folder(backbone: BackboneSpec, params: DinoSegParams) -> str:
@@ -273,7 +280,7 @@ def cached_found_head(weights: str) -> torch.nn.Conv2d:
     return load_found_head(weights or None)
 
 
-def prepare_found(params: FoundParams) -> None:
+def prepare_found(params: FoundParams, _num_heads: int) -> None:
     """Load the head before any image, so that a missing file or download fails at start-up."""
     cached_found_head(params.weights)
 
@@ -347,6 +354,7 @@ METHODS: dict[str, Method] = {
             folder=dinoseg_folder,
             pictures={"pred": box_picture},
             vit_only=True,
+            prepare=check_dinoseg_head,
         ),
         Method(
             name="tokencut",
