@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import clustering
-import datasets
-import networks
-import safe_files
-from errors import LostError, run_cli
+from lost import backbones, clustering
+from lost.data import datasets
+from lost.errors import LostError, run_cli
+from lost.io import safe_files
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Cluster LOST boxes into pseudo-classes.")
@@ -44,7 +44,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--whitening", default="std", choices=clustering.WHITENINGS, help="std: per-dimension (the paper); pca"
     )
-    parser.add_argument("--arch", default="vit_small", type=networks.vit_arch, help="ViT giving the CLS embeddings (a timm ViT name too)")
+    parser.add_argument("--arch", default="vit_small", type=backbones.vit_arch, help="ViT giving the CLS embeddings (a timm ViT name too)")
     parser.add_argument("--patch_size", type=int, default=16, choices=[8, 16], help="ViT patch size")
     parser.add_argument("--pretrained_weights", type=Path, default=None, help="local checkpoint instead of DINO's")
     parser.add_argument("--checkpoint_key", default="teacher", help="entry of a DINO training checkpoint")
@@ -81,7 +81,7 @@ def cluster(args: argparse.Namespace) -> None:
     names, paths, boxes, multi_box = boxes_to_cluster(
         args.pred_file, args.dataset, args.set, args.datasets_root, args.no_hard
     )
-    backbone = networks.BackboneSpec(
+    backbone = backbones.BackboneSpec(
         arch=args.arch,
         patch_size=args.patch_size,
         weights=None if args.pretrained_weights is None else str(args.pretrained_weights),
@@ -91,7 +91,7 @@ def cluster(args: argparse.Namespace) -> None:
     cache = clustering.features_cache_file(args.pred_file, args.arch, args.patch_size)
     feats = clustering.load_features(cache, names, boxes, model_id)
     if feats is None:
-        model = networks.load_backbone(backbone, args.device)
+        model = backbones.load_backbone(backbone, args.device)
         feats = clustering.crop_features(
             model, paths, boxes, args.patch_size, args.device, args.batch_size, args.num_workers
         )

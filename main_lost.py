@@ -28,17 +28,17 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-import report
-from datasets import DatasetSpec, ImageRecord, load_dataset, single_image_records
-from engine import PRECISIONS, Discovery, DiscoveryConfig, discover_batches
-from errors import LostError, run_cli
-from journal import Journal, merge_journals
-from methods import METHODS, PICTURE_KINDS, Method, add_method_flags, method_entry, params_from_args
-from metrics import CorLocMeter, evaluate_corloc, is_correct_localization
-from networks import BackboneSpec, FeatureExtractor, load_backbone
-from run_spec import RunSpec
-from safe_files import ScoredBoxes, atomic_write, write_predictions, write_scored_predictions
-from visualizations import save_png
+from lost.backbones import BackboneSpec, FeatureExtractor, load_backbone
+from lost.data.datasets import DatasetSpec, ImageRecord, load_dataset, single_image_records
+from lost.engine.discovery import PRECISIONS, Discovery, DiscoveryConfig, discover_batches
+from lost.errors import LostError, run_cli
+from lost.eval.metrics import CorLocMeter, evaluate_corloc, is_correct_localization
+from lost.io.journal import Journal, merge_journals
+from lost.io.safe_files import ScoredBoxes, atomic_write, write_predictions, write_scored_predictions
+from lost.methods import METHODS, PICTURE_KINDS, Method, add_method_flags, method_entry, params_from_args
+from lost.report import report
+from lost.run_spec import RunSpec
+from lost.viz.pictures import save_png
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

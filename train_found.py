@@ -42,10 +42,11 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from images import IMAGE_EXTENSIONS, image_to_tensor, load_rgb
-from safe_files import atomic_write
-from errors import LostError
-from found import (
+from lost.backbones import VIT_NAMES, FeatureExtractor, get_model
+from lost.data.images import IMAGE_EXTENSIONS, image_to_tensor, load_rgb
+from lost.errors import LostError
+from lost.io.safe_files import atomic_write
+from lost.methods.found import (
     coarse_object_masks,
     foreground_masks,
     head_scores,
@@ -53,7 +54,6 @@ from found import (
     refined_masks,
     save_found_head,
 )
-from networks import VIT_NAMES, FeatureExtractor, get_model
 
 CHECKPOINT_FILE = "last_checkpoint.pt"
 HEAD_FILE = "decoder_weights.pt"

@@ -1,13 +1,13 @@
 """Benchmark of the discovery engine against a one-image-at-a-time loop like the published code.
 
-    python bench/bench_lost.py                       # ViT-S/16, 64 VOC-like images, CPU rows
-    python bench/bench_lost.py --patch_size 8 --images 16
-    python bench/bench_lost.py --qk_gain 8               # peaked attention, like a trained ViT's
-    python bench/bench_lost.py --device cuda --images 2000
-    python bench/bench_lost.py --memory_check        # peak RSS of a 200- and a 2,000-image run
-    python bench/bench_lost.py --profile             # where the time of a bf16 run goes
-    python bench/bench_lost.py --methods lost,dinoseg   # a row block per method of the method table
-    python bench/bench_lost.py --methods lost,tokencut,maskcut --images 16 --repeats 1
+    python -m bench.bench_lost                       # ViT-S/16, 64 VOC-like images, CPU rows
+    python -m bench.bench_lost --patch_size 8 --images 16
+    python -m bench.bench_lost --qk_gain 8               # peaked attention, like a trained ViT's
+    python -m bench.bench_lost --device cuda --images 2000
+    python -m bench.bench_lost --memory_check        # peak RSS of a 200- and a 2,000-image run
+    python -m bench.bench_lost --profile             # where the time of a bf16 run goes
+    python -m bench.bench_lost --methods lost,dinoseg   # a row block per method of the method table
+    python -m bench.bench_lost --methods lost,tokencut,maskcut --images 16 --repeats 1
 
 It writes VOC-like JPEGs (the sizes that dominate VOC07 and a tail of others) and a random-weight
 checkpoint into a temporary folder, then runs every configuration in its own process (so that
@@ -41,18 +41,15 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from lost.backbones import FeatureExtractor, build_model, get_model, last_selfattention
+from lost.data.datasets import single_image_records
+from lost.data.images import image_to_tensor, pad_to_multiple
+from lost.engine.discovery import DiscoveryConfig, discover
+from lost.eval.metrics import box_iou
+from tests.published_lost import published_style_lost
+from tests.published_tokencut import published_style_tokencut
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
-
-from published_lost import published_style_lost  # noqa: E402
-from published_tokencut import published_style_tokencut  # noqa: E402
-
-from datasets import single_image_records  # noqa: E402
-from engine import DiscoveryConfig, discover  # noqa: E402
-from images import image_to_tensor, pad_to_multiple  # noqa: E402
-from metrics import box_iou  # noqa: E402
-from networks import FeatureExtractor, build_model, get_model, last_selfattention  # noqa: E402
 
 VOC_SIZES = [(500, 375)] * 8 + [(375, 500)] * 4 + [(500, 333)] * 4 + [(333, 500)] * 2 + [
     (500, 400),
@@ -147,7 +144,7 @@ REFERENCE_LOOPS: dict[str, object] = {"tokencut": run_tokencut_reference}
 
 
 def run_engine(folder: Path, checkpoint: Path, arch: str, patch: int, device: str, config: DiscoveryConfig) -> dict[str, list]:
-    """The engine over the folder, as main_lost.py runs it."""
+    """The engine over the folder, as main_lost runs it."""
     model = get_model(arch, patch, device=device, pretrained_weights=str(checkpoint))
     extractor = FeatureExtractor(model, arch, patch)
     records = single_image_records(folder)
@@ -177,7 +174,7 @@ def worker(args: argparse.Namespace) -> None:
 def run_config(common: list[str], name: str, extra: list[str], scratch: Path) -> dict:
     """One configuration in a fresh process; returns its JSON result plus its name."""
     result = scratch / f"{name.replace(' ', '_').replace('/', '_')}.json"
-    subprocess.run([sys.executable, __file__, *common, *extra, "--result", str(result)], check=True)
+    subprocess.run([sys.executable, "-m", "bench.bench_lost", *common, *extra, "--result", str(result)], check=True, cwd=ROOT)
     return {"name": name, **json.loads(result.read_text())}
 
 

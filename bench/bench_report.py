@@ -1,7 +1,7 @@
 """What writing the run report costs, on a synthetic data set of tiny images.
 
-    python bench/bench_report.py                      # 5,000 images: seconds per step
-    python bench/bench_report.py --images 300 --screenshot docs/report_screenshot.png
+    python -m bench.bench_report                      # 5,000 images: seconds per step
+    python -m bench.bench_report --images 300 --screenshot docs/report_screenshot.png
 
 It writes ``--images`` JPEGs of 64 x 48 pixels (VOC-like: 20 class names, 1 to 8 objects, a
 class-dependent share of good boxes and boxes too big, inside an object, overlapping weakly or
@@ -29,15 +29,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from lost.data import datasets
+from lost.io import safe_files
+from lost.report import report
+from tests.tiny_datasets import make_voc_tree
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
-
-from tiny_datasets import make_voc_tree  # noqa: E402
-
-import datasets  # noqa: E402
-import safe_files  # noqa: E402
-import report  # noqa: E402
 
 VOC_CLASSES = (
     "aeroplane",
@@ -218,14 +215,14 @@ def screenshot(page: Path, target: Path, height: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", default=5000, type=int)
-    parser.add_argument("--cli", action="store_true", help="also time python report.py end to end on a VOC tree")
+    parser.add_argument("--cli", action="store_true", help="also time python report end to end on a VOC tree")
     parser.add_argument("--screenshot", default=None, type=Path, help="save a screenshot of the report here")
     parser.add_argument("--height", default=2200, type=int, help="screenshot height in pixels")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         output, timings = bench_library(Path(tmp), args.images)
         if args.cli:
-            step = f"python report.py --compare, end to end ({args.images} VOC XMLs)"
+            step = f"python report --compare, end to end ({args.images} VOC XMLs)"
             timings.append((step, *bench_cli(Path(tmp), args.images)))
         if args.screenshot is not None:
             screenshot(output / "report.html", args.screenshot, args.height)

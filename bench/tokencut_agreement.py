@@ -1,9 +1,9 @@
 """Agreement and speed of TokenCut's two eigensolvers on synthetic feature maps.
 
-    python bench/tokencut_agreement.py                     # about 8 minutes on two CPU cores
-    python bench/tokencut_agreement.py --small 40 --medium 10 --large 2   # a quick look
-    python bench/tokencut_agreement.py --device cuda       # "auto" on the GPU, "dense" on the CPU
-    OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python bench/tokencut_agreement.py   # steadier on a busy machine
+    python -m bench.tokencut_agreement                     # about 8 minutes on two CPU cores
+    python -m bench.tokencut_agreement --small 40 --medium 10 --large 2   # a quick look
+    python -m bench.tokencut_agreement --device cuda       # "auto" on the GPU, "dense" on the CPU
+    OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python -m bench.tokencut_agreement   # steadier on a busy machine
 
 It draws d = 384 feature maps of two kinds over grids of three size classes (small: 100-600
 patches; ViT-S/16 on VOC: 750-1,100; ViT-S/8 on VOC: 2,900-4,300) and runs
@@ -30,17 +30,13 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from lost.methods.tokencut import tokencut
+from tests.synthetic_maps import KINDS
 
-from tokencut import tokencut  # noqa: E402
-
-FEATURE_DIM = 384
 SIZE_CLASSES = {
     "small": [(10, 12), (12, 16), (16, 20), (20, 24), (18, 30), (24, 25)],
     "ViT-S/16": [(24, 32), (32, 24), (32, 32), (24, 38), (28, 32)],
@@ -64,43 +60,6 @@ class Comparison:
     dense_seconds: float
     auto_cpu_seconds: float
     dense_cpu_seconds: float
-
-
-def smooth_mixture(grid: tuple[int, int], components: int, sharpness: float, rng: np.random.Generator) -> torch.Tensor:
-    """(h * w, components) soft assignment of every cell to smooth random segments."""
-    coarse = torch.as_tensor(rng.normal(size=(1, components, int(rng.integers(3, 7)), int(rng.integers(3, 7)))))
-    logits = F.interpolate(coarse, size=grid, mode="bilinear", align_corners=False)[0]
-    return torch.softmax(logits * sharpness, dim=0).reshape(components, -1).T
-
-
-def vit_like_map(grid: tuple[int, int], rng: np.random.Generator) -> torch.Tensor:
-    """(h * w, 384) float32: prototypes over smooth segments + a shared component + noise."""
-    components = int(rng.integers(2, 9))
-    weights = smooth_mixture(grid, components, float(rng.uniform(1.0, 6.0)), rng)
-    prototypes = torch.as_tensor(rng.normal(size=(components, FEATURE_DIM)))
-    shared = torch.as_tensor(rng.normal(size=FEATURE_DIM)) * float(rng.uniform(0.0, 0.6))
-    noise = torch.as_tensor(rng.normal(size=(grid[0] * grid[1], FEATURE_DIM))) * float(rng.uniform(0.3, 1.2))
-    return (weights @ prototypes + shared + noise).float()
-
-
-def planted_map(grid: tuple[int, int], rng: np.random.Generator) -> torch.Tensor:
-    """(h * w, 384) float32: a vit-like background with a rectangle of one more prototype."""
-    rows, cols = grid
-    feats = vit_like_map(grid, rng).reshape(rows, cols, FEATURE_DIM)
-    height, width = int(rng.integers(2, rows * 2 // 3)), int(rng.integers(2, cols * 2 // 3))
-    top, left = int(rng.integers(0, rows - height + 1)), int(rng.integers(0, cols - width + 1))
-    noise = torch.as_tensor(rng.normal(size=(height, width, FEATURE_DIM))).float() * float(rng.uniform(0.3, 1.2))
-    feats[top : top + height, left : left + width] = torch.as_tensor(rng.normal(size=FEATURE_DIM)).float() * 2 + noise
-    return feats.reshape(rows * cols, FEATURE_DIM)
-
-
-def noise_map(grid: tuple[int, int], rng: np.random.Generator) -> torch.Tensor:
-    """(h * w, 384) float32: i.i.d. Gaussian patches plus a shared component (edge density 0-1)."""
-    shared = torch.as_tensor(rng.normal(size=FEATURE_DIM)) * float(rng.uniform(0.3, 0.7))
-    return (torch.as_tensor(rng.normal(size=(grid[0] * grid[1], FEATURE_DIM))) + shared).float()
-
-
-KINDS = {"vit-like": vit_like_map, "planted": planted_map, "noise": noise_map}
 
 
 def timed(feats: torch.Tensor, grid: tuple[int, int], binary_graph: bool, eigensolver: str) -> tuple:

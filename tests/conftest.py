@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,12 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT / "bench"))  # the synthetic feature maps of bench/tokencut_agreement.py
-
-from networks import DinoVisionTransformer, build_model  # noqa: E402
+from lost.backbones import DinoVisionTransformer, build_model
 
 MIXED_SIZES = [(64, 48), (48, 64), (50, 40), (64, 48), (33, 17), (48, 64), (64, 48), (60, 45), (17, 33), (64, 48)]
 """(width, height) of the mixed-size image set: several padded sizes, some shared (p = 8 and 16)."""

@@ -8,7 +8,7 @@ import pytest
 import scipy.sparse
 import scipy.sparse.linalg
 
-from bilateral_solver import (
+from lost.refine.bilateral_solver import (
     BilateralSolver,
     SolverParams,
     bilateral_coordinates,

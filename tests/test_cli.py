@@ -10,9 +10,9 @@ from PIL import Image
 from tiny_datasets import make_coco_tree, make_voc_tree
 
 import main_lost
-from metrics import is_correct_localization
-from networks import build_model
-from safe_files import read_predictions, read_scored_predictions
+from lost.backbones import build_model
+from lost.eval.metrics import is_correct_localization
+from lost.io.safe_files import read_predictions, read_scored_predictions
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -168,7 +168,7 @@ def test_found_runs_write_their_folder_and_masks(tmp_path, vit_tiny_checkpoint, 
 
 
 def test_found_without_network_names_the_url_the_cache_and_the_flag(tmp_path, vit_tiny_checkpoint, capsys, monkeypatch):
-    import found
+    from lost.methods import found
 
     monkeypatch.setattr(found, "found_weights_cache_path", lambda: tmp_path / "hub" / "found_decoder_weights.pt")
 

@@ -10,11 +10,11 @@ from PIL import Image
 from tiny_datasets import make_voc_tree
 
 import cluster_for_OD
-import clustering
-import images
-import networks
-import safe_files
-from errors import LostError
+from lost import clustering
+from lost.backbones import loading
+from lost.data import images
+from lost.errors import LostError
+from lost.io import safe_files
 
 
 def two_colour_image(path: Path) -> Path:
@@ -225,7 +225,7 @@ def voc_predictions(tmp_path):
 
 def test_cli_clusters_and_caches(voc_predictions, monkeypatch, capsys):
     tree, pred_file = voc_predictions
-    monkeypatch.setattr(networks, "get_model", lambda *args, **kwargs: tiny_vit(patch_size=16))
+    monkeypatch.setattr(loading, "get_model", lambda *args, **kwargs: tiny_vit(patch_size=16))
     argv = ["--pred_file", str(pred_file), "--nb_clusters", "2", "--datasets_root", str(tree.datasets_root)]
     assert cluster_for_OD.main([*argv, "--num_workers", "0"]) == 0
     assert "crop features of 4 boxes saved" in capsys.readouterr().out
@@ -234,7 +234,7 @@ def test_cli_clusters_and_caches(voc_predictions, monkeypatch, capsys):
     assert {entry.label for entries in labels.values() for entry in entries} == {0, 1}
     assert all(len(entries) == 1 for entries in labels.values())
     np.testing.assert_array_equal(labels["000001.jpg"][0].box, tree.gt["000001.jpg"][0])
-    monkeypatch.setattr(networks, "get_model", lambda *args, **kwargs: pytest.fail("features are cached"))
+    monkeypatch.setattr(loading, "get_model", lambda *args, **kwargs: pytest.fail("features are cached"))
     assert cluster_for_OD.main([*argv, "--num_workers", "0"]) == 0
     assert "loaded from" in capsys.readouterr().out
     again = clustering.read_pseudo_labels(pred_file.with_name("preds_clustered_2clu.pkl"))
@@ -250,7 +250,7 @@ def test_cli_clusters_every_box_of_multi_box_predictions(tmp_path, monkeypatch, 
     }
     safe_files.write_scored_predictions(tmp_path / "maskcut", scored)
     pred_file = tmp_path / "maskcut" / "preds.pkl"
-    monkeypatch.setattr(networks, "get_model", lambda *args, **kwargs: tiny_vit(patch_size=16))
+    monkeypatch.setattr(loading, "get_model", lambda *args, **kwargs: tiny_vit(patch_size=16))
     argv = ["--pred_file", str(pred_file), "--nb_clusters", "3", "--datasets_root", str(tree.datasets_root)]
     assert cluster_for_OD.main([*argv, "--num_workers", "0"]) == 0
     assert "crop features of 6 boxes saved" in capsys.readouterr().out

@@ -14,7 +14,7 @@ import pytest
 from tiny_datasets import make_coco_tree, make_voc_tree
 
 import main_corloc_evaluation
-import safe_files
+from lost.io import safe_files
 
 # 000001 exact: hit. 000002 whole image: IoU 1 with the truncated box, 576/3072 with the other.
 # 000003 [4,4,12,20] vs [4,4,20,20]: 128/256 = 0.5 exactly: hit. 000004 absent: miss.

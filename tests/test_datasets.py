@@ -14,12 +14,11 @@ from PIL import Image
 from pycocotools.coco import COCO
 from tiny_datasets import make_coco_tree, make_voc_tree
 
-import datasets
-import detection_data
-import detection_eval
-import main_corloc_evaluation
-from datasets import ImageRecord
-from errors import LostError
+from lost.data import datasets
+from lost.data.datasets import ImageRecord
+from lost.detection import data as detection_data
+from lost.errors import LostError
+from lost.eval import detection_eval, predictions
 
 
 def boxes(rows):
@@ -518,8 +517,8 @@ def test_canonical_image_id_reads_digit_only_ids_as_numbers(image_id, canonical)
 
 def test_corloc_and_ap_match_detector_image_ids_alike(tmp_path):
     record = ImageRecord("000005.jpg", tmp_path / "JPEGImages" / "000005.jpg", None)
-    assert main_corloc_evaluation.detectron_image_id(record, "VOC07") == "5"
-    assert main_corloc_evaluation.detectron_image_id(ImageRecord("42", tmp_path / "x.jpg", None), "COCO20k") == "42"
+    assert predictions.detectron_image_id(record, "VOC07") == "5"
+    assert predictions.detectron_image_id(ImageRecord("42", tmp_path / "x.jpg", None), "COCO20k") == "42"
     results = tmp_path / "coco_instances_results.json"
     results.write_text(json.dumps([{"image_id": 5, "category_id": 1, "bbox": [0, 0, 1, 1], "score": 1.0}]))
     detections, elsewhere = detection_eval.load_coco_results(results, ["000005"])

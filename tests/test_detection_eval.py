@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from detection_fixtures import load_tool, make_voc_detection_tree
 
-from datasets import VOC_CLASSES as CLASSES
-from detection_eval import (
+from lost.data.datasets import VOC_CLASSES as CLASSES
+from lost.errors import LostError
+from lost.eval.detection_eval import (
     ClassGroundTruth,
     Detections,
     average_precision,
@@ -21,8 +22,7 @@ from detection_eval import (
     match_detections,
     voc_ap,
 )
-from errors import LostError
-from metrics import box_iou
+from lost.eval.metrics import box_iou
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -18,11 +18,11 @@ pytest.importorskip(
 
 from detection_fixtures import load_tool, make_voc_detection_tree
 
-import detection_data
-import detector_training
-import images
-import safe_files
-from errors import LostError
+from lost.data import images
+from lost.detection import data as detection_data
+from lost.detection import training as detector_training
+from lost.errors import LostError
+from lost.io import safe_files
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "tools" / "configs"

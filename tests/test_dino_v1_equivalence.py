@@ -18,10 +18,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
-import networks
-from images import image_to_tensor, pad_to_multiple
-from methods import DinoSegParams, LostParams, discover_dinoseg, discover_lost
-from networks import FeatureExtractor
+from lost import backbones
+from lost.backbones import FeatureExtractor
+from lost.data.images import image_to_tensor, pad_to_multiple
+from lost.methods import DinoSegParams, LostParams, discover_dinoseg, discover_lost
 
 QK_GAIN = 6.0
 BRANCH_GAIN = 0.5
@@ -91,7 +91,7 @@ def peaked_dino_vit(arch: str, patch: int, seed: int) -> torch.nn.Module:
     """The DINO architecture with random weights, the query and key projections scaled by
     QK_GAIN and the output projections of the residual branches by BRANCH_GAIN."""
     torch.manual_seed(seed)
-    model = networks.build_model(arch, patch)
+    model = backbones.build_model(arch, patch)
     for name, tensor in model.state_dict().items():
         if name.endswith("attn.qkv.weight"):
             tensor[: 2 * tensor.shape[1]] *= QK_GAIN
@@ -131,7 +131,7 @@ def reference_keys_and_attention(state: dict, image: torch.Tensor, patch: int, h
     return qkv[:, 1:, d : 2 * d], attention[:, :, 0, 1:]
 
 
-def boxes_of(features: networks.Features, size: tuple[int, int], heads: int) -> tuple[list, list]:
+def boxes_of(features: backbones.Features, size: tuple[int, int], heads: int) -> tuple[list, list]:
     """The LOST box and the DINO-seg box of every head."""
     lost_box = discover_lost(features, [size], LostParams())[0].box.tolist()
     dinoseg_boxes = [discover_dinoseg(features, [size], DinoSegParams(head))[0].box.tolist() for head in range(heads)]
@@ -153,7 +153,7 @@ def test_timm_dino_vit_gives_dinos_keys_attention_and_boxes(arch, patch, heads):
         features = extractor.extract(image, frozenset({"feats", "cls_attention"}))
         torch.testing.assert_close(features.feats, keys, rtol=1e-5, atol=1e-5 * keys.abs().max().item())
         torch.testing.assert_close(features.cls_attention, attention, rtol=1e-3, atol=1e-4)
-        reference = networks.Features(keys, features.grid, features.scales, attention)
+        reference = backbones.Features(keys, features.grid, features.scales, attention)
         expected = boxes_of(reference, size, heads)
         assert boxes_of(features, size, heads) == expected
         lost_boxes.append(expected[0])

@@ -7,8 +7,10 @@ import pytest
 import torch
 from conftest import tiny_vit
 
-from datasets import single_image_records
-from engine import (
+from lost.backbones import FeatureExtractor, build_model
+from lost.data.datasets import single_image_records
+from lost.data.images import image_to_tensor, load_rgb, pad_to_multiple
+from lost.engine.discovery import (
     DiscoveryConfig,
     SizeBucketBatchSampler,
     attention_images_per_pass,
@@ -16,11 +18,9 @@ from engine import (
     discover_batches,
     read_padded_sizes,
 )
-from images import image_to_tensor, load_rgb, pad_to_multiple
-from methods import METHODS, DinoSegParams
-from metrics import box_iou
-from networks import FeatureExtractor, build_model
-from object_discovery import dino_seg, lost
+from lost.eval.metrics import box_iou
+from lost.methods import METHODS, DinoSegParams
+from lost.methods.lost import dino_seg, lost
 
 
 def one_image_boxes(extractor: FeatureExtractor, folder: Path, dinoseg: bool = False) -> dict[str, list]:
@@ -129,7 +129,7 @@ def test_memory_splitter_bounds_real_runs(vit_extractor, mixed_images):
 
 
 def test_unknown_precision_is_a_clear_error(vit_extractor, mixed_images):
-    from errors import LostError
+    from lost.errors import LostError
 
     with pytest.raises(LostError, match="--precision"):
         list(discover(vit_extractor, single_image_records(mixed_images), DiscoveryConfig(precision="fp8")))

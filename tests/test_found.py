@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-import found as found_module
-from errors import LostError
-from found import (
+from lost.errors import LostError
+from lost.methods import found as found_module
+from lost.methods.found import (
     FOUND_WEIGHTS_SHA256,
     FOUND_WEIGHTS_URL,
     background_seeds,
@@ -43,7 +43,7 @@ from found import (
     upsample_mask,
     weighted_keys,
 )
-from visualizations import found_picture
+from lost.viz.pictures import found_picture
 
 # ----------------------------------------------------------------------------------------------
 # Transcriptions of the published computation

@@ -13,10 +13,10 @@ import torch
 from PIL import Image
 from tiny_datasets import make_voc_tree
 
-import clustering
-import images
-from datasets import ImageRecord
-from errors import LostError
+from lost import clustering
+from lost.data import images
+from lost.data.datasets import ImageRecord
+from lost.errors import LostError
 
 
 def write_png16_rgb(path: Path, values: np.ndarray) -> None:

@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from errors import LostError
-from journal import Journal, box_from_json, box_to_json, merge_journals
-from safe_files import ScoredBoxes
+from lost.errors import LostError
+from lost.io.journal import Journal, box_from_json, box_to_json, merge_journals
+from lost.io.safe_files import ScoredBoxes
 
 RUN = {"input": "VOC07_trainval", "arch": "vit_small", "k_patches": 100}
 

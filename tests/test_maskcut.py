@@ -8,16 +8,15 @@ import scipy.ndimage
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from tokencut_agreement import noise_map, vit_like_map
-from tokencut_agreement import planted_map as noisy_planted_map
+from synthetic_maps import noise_map, vit_like_map
+from synthetic_maps import planted_map as noisy_planted_map
 
-import maskcut
-from errors import LostError
-from maskcut import corner_votes, is_dropped, mask_iou, maskcut_batch, object_side, running_scores
-from methods import MaskCutParams
-from object_discovery import seed_component
-from tokencut import is_degenerate, tokencut
-from visualizations import RANK_COLORS, draw_box, ranked_boxes_picture
+from lost.errors import LostError
+from lost.methods import MaskCutParams, maskcut
+from lost.methods.lost import seed_component
+from lost.methods.maskcut import corner_votes, is_dropped, mask_iou, maskcut_batch, object_side, running_scores
+from lost.methods.tokencut import is_degenerate, tokencut
+from lost.viz.pictures import RANK_COLORS, draw_box, ranked_boxes_picture
 
 E = torch.eye(6)
 SOLVERS = ("dense", "auto")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-import metrics
-from datasets import ImageRecord
-from safe_files import ScoredBoxes
+from lost.data.datasets import ImageRecord
+from lost.eval import metrics
+from lost.io.safe_files import ScoredBoxes
 
 
 def boxes(rows):

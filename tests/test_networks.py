@@ -1,4 +1,4 @@
-"""Tests of networks.py: DINO's ViT, position-embedding resizing, features, weight loading."""
+"""Tests of backbones.py: DINO's ViT, position-embedding resizing, features, weight loading."""
 
 import argparse
 import itertools
@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-import networks
-from errors import LostError
-from networks import DinoVisionTransformer, FeatureExtractor
+from lost import backbones
+from lost.backbones import DinoVisionTransformer, FeatureExtractor, vit
+from lost.errors import LostError
 
 
 def tiny_vit(seed: int = 0, patch_size: int = 8, embed_dim: int = 16, depth: int = 2) -> DinoVisionTransformer:
@@ -67,7 +67,7 @@ def test_tokens_of_an_image_carry_dinos_resized_position_embeddings(patch_size, 
         model.patch_embed.proj.weight.zero_()
         model.patch_embed.proj.bias.zero_()
         model.cls_token.zero_()
-        tokens, rope = networks.embedded_tokens(model, images(1, rows * patch_size, cols * patch_size))
+        tokens, rope = backbones.embedded_tokens(model, images(1, rows * patch_size, cols * patch_size))
     assert rope is None
     expected = dino_resized_pos_embed(model.pos_embed.detach(), 4, rows, cols)
     assert tokens.shape == (1, 1 + rows * cols, 16)
@@ -76,14 +76,14 @@ def test_tokens_of_an_image_carry_dinos_resized_position_embeddings(patch_size, 
 
 def test_position_embeddings_of_the_trained_square_grid_are_unchanged():
     model = tiny_vit()
-    assert networks.dino_position_embeddings(model.pos_embed, 4, 4) is model.pos_embed
+    assert backbones.dino_position_embeddings(model.pos_embed, 4, 4) is model.pos_embed
 
 
 @pytest.mark.parametrize("side", [14, 28])
 def test_resized_position_embeddings_have_one_token_per_cell_of_any_grid(side):
     pos_embed = torch.randn(1, 1 + side * side, 2)
     for rows, cols in itertools.product(range(1, 41), repeat=2):
-        assert networks.dino_position_embeddings(pos_embed, rows, cols).shape == (1, 1 + rows * cols, 2)
+        assert backbones.dino_position_embeddings(pos_embed, rows, cols).shape == (1, 1 + rows * cols, 2)
 
 
 # --- last block ---------------------------------------------------------------------------------
@@ -92,7 +92,7 @@ def test_resized_position_embeddings_have_one_token_per_cell_of_any_grid(side):
 def test_last_attention_inputs_are_the_heads_of_the_last_qkv_output_of_a_forward_pass():
     model, x = tiny_vit(), images(2, 48, 64)
     with torch.no_grad():
-        q, k, v, rope = networks.last_attention_inputs(model, x)
+        q, k, v, rope = backbones.last_attention_inputs(model, x)
     assert rope is None and q.shape == k.shape == v.shape == (2, 2, 1 + 6 * 8, 8)
     qkv = hooked_last_qkv(model, x).reshape(2, 1 + 6 * 8, 3, 2, 8).permute(2, 0, 3, 1, 4)
     for part, expected in zip((q, k, v), qkv, strict=True):
@@ -105,7 +105,7 @@ def test_last_attention_inputs_skip_the_rest_of_the_last_block_and_the_final_nor
     for module in (model.blocks[-1].attn.proj, model.blocks[-1].mlp, model.norm):
         module.register_forward_hook(lambda m, i, out: fired.append(m))
     with torch.no_grad():
-        networks.last_attention_inputs(model, images(1, 32, 32))
+        backbones.last_attention_inputs(model, images(1, 32, 32))
     assert fired == []
 
 
@@ -113,7 +113,7 @@ def test_cls_attention_is_the_cls_row_of_the_last_selfattention_without_cls_colu
     model, x = tiny_vit(), images(2, 40, 56)
     with torch.no_grad():
         cls_attention, _ = FeatureExtractor(model, "vit_tiny", 8).cls_attention(x)
-        full = networks.last_selfattention(model, x)
+        full = backbones.last_selfattention(model, x)
     assert full.shape == (2, 2, 1 + 5 * 7, 1 + 5 * 7)
     assert cls_attention.shape == (2, 2, 5 * 7)
     torch.testing.assert_close(cls_attention, full[:, :, 0, 1:], rtol=1e-5, atol=1e-6)
@@ -124,14 +124,14 @@ def test_blocked_attention_equals_the_fused_kernel_for_any_block_size(block_elem
     # 2 images x 3 heads of 37 tokens: all at once, two heads a block, five query rows a block, one row
     torch.manual_seed(0)
     q, k, v = (torch.randn(2, 3, 37, 8) * 2 for _ in range(3))
-    out = networks.blocked_attention(q, k, v, 8**-0.5, block_elements)
+    out = backbones.blocked_attention(q, k, v, 8**-0.5, block_elements)
     torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v), rtol=1e-5, atol=1e-5)
 
 
 def test_blocked_attention_in_bfloat16_stays_bfloat16_and_close_to_float32():
     torch.manual_seed(0)
     q, k, v = (torch.randn(1, 2, 50, 16) for _ in range(3))
-    out = networks.blocked_attention(*(t.bfloat16() for t in (q, k, v)), 16**-0.5, block_elements=200)
+    out = backbones.blocked_attention(*(t.bfloat16() for t in (q, k, v)), 16**-0.5, block_elements=200)
     assert out.dtype == torch.bfloat16
     torch.testing.assert_close(out.float(), F.scaled_dot_product_attention(q, k, v), rtol=0, atol=3e-2)
 
@@ -139,11 +139,11 @@ def test_blocked_attention_in_bfloat16_stays_bfloat16_and_close_to_float32():
 @pytest.mark.parametrize("precision, blocked", [(torch.bfloat16, True), (None, False)])
 def test_vit_blocks_use_blocked_attention_only_in_bfloat16_on_the_cpu(monkeypatch, precision, blocked):
     calls = []
-    original = networks.blocked_attention
-    monkeypatch.setattr(networks, "blocked_attention", lambda *args: calls.append(1) or original(*args))
+    original = backbones.blocked_attention
+    monkeypatch.setattr(vit, "blocked_attention", lambda *args: calls.append(1) or original(*args))
     model = tiny_vit()
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision is not None):
-        networks.last_attention_inputs(model, images(1, 32, 32))
+        backbones.last_attention_inputs(model, images(1, 32, 32))
     assert len(calls) == (len(model.blocks) - 1 if blocked else 0)
 
 
@@ -178,7 +178,7 @@ def test_cls_attention_of_the_extractor_gives_the_grid():
     assert grid == (3, 5)
     assert attention.shape == (1, 2, 15)
     torch.testing.assert_close(
-        attention.sum(-1), torch.ones(1, 2) - networks.last_selfattention(model, x)[:, :, 0, 0]
+        attention.sum(-1), torch.ones(1, 2) - backbones.last_selfattention(model, x)[:, :, 0, 0]
     )
 
 
@@ -199,7 +199,7 @@ def test_a_batch_of_three_gives_the_features_of_three_single_images():
 )
 def test_resnet_grid_and_scales_follow_the_dilation(dilate, grid, scales):
     torch.manual_seed(0)
-    model = networks.build_model("resnet50", resnet_dilate=dilate)
+    model = backbones.build_model("resnet50", resnet_dilate=dilate)
     features = FeatureExtractor(model, "resnet50", 16)(images(1, 64, 48))
     assert features.grid == grid
     assert features.scales == scales
@@ -208,7 +208,7 @@ def test_resnet_grid_and_scales_follow_the_dilation(dilate, grid, scales):
 
 def test_resnet_features_are_layer_normalized_over_each_whole_map_and_batch_independent():
     torch.manual_seed(0)
-    model = networks.build_model("resnet50", resnet_dilate=2)
+    model = backbones.build_model("resnet50", resnet_dilate=2)
     x = images(3, 64, 48)
     feats = FeatureExtractor(model, "resnet50", 16)(x).feats
     with torch.no_grad():
@@ -225,7 +225,7 @@ def test_resnet_features_are_layer_normalized_over_each_whole_map_and_batch_inde
 
 def test_vgg16_is_torchvision_features_without_the_last_max_pool():
     torch.manual_seed(0)
-    model = networks.build_model("vgg16_imagenet")
+    model = backbones.build_model("vgg16_imagenet")
     assert not isinstance(model.features[-1], torch.nn.MaxPool2d)
     assert len(model.features) == 30
     features = FeatureExtractor(model, "vgg16_imagenet", 16)(images(1, 64, 48))
@@ -236,7 +236,7 @@ def test_vgg16_is_torchvision_features_without_the_last_max_pool():
 
 def test_vit_small16_is_dinos_architecture_at_real_size():
     torch.manual_seed(0)
-    model = networks.build_model("vit_small", patch_size=16)
+    model = backbones.build_model("vit_small", patch_size=16)
     # patch embed 3*16*16*384 + 384, cls 384, pos 197*384, 12 blocks of 1,774,464, final norm 768.
     assert sum(p.numel() for p in model.parameters()) == 21_665_664
     assert isinstance(model.head, torch.nn.Identity)
@@ -254,7 +254,7 @@ def test_unpadded_images_are_refused_by_the_vit_extractor():
 
 
 def test_cls_attention_needs_a_vit():
-    model = networks.ConvFeatures(torch.nn.Conv2d(3, 4, kernel_size=16, stride=16))
+    model = backbones.ConvFeatures(torch.nn.Conv2d(3, 4, kernel_size=16, stride=16))
     with pytest.raises(LostError, match="needs a ViT --arch"):
         FeatureExtractor(model, "vgg16_imagenet", 16).cls_attention(images(1, 32, 32))
 
@@ -272,12 +272,12 @@ def test_one_pass_gives_the_features_and_the_cls_attention_of_separate_passes():
 
 def test_unknown_architecture_lists_the_table():
     with pytest.raises(LostError, match="--arch vit_huge: unknown architecture; choose one of vit_tiny, vit_small"):
-        networks.build_model("vit_huge")
+        backbones.build_model("vit_huge")
 
 
 def test_patch_size_outside_the_entry_is_refused():
     with pytest.raises(LostError, match="--patch_size 14"):
-        networks.build_model("vit_small", 14)
+        backbones.build_model("vit_small", 14)
 
 
 # --- checkpoints --------------------------------------------------------------------------------
@@ -285,8 +285,8 @@ def test_patch_size_outside_the_entry_is_refused():
 
 def load_into_fresh_tiny_vit(path, **kwargs) -> DinoVisionTransformer:
     model = tiny_vit(seed=99)
-    state_dict = networks.load_checkpoint_state_dict(path, **kwargs)
-    networks.load_weights(model, state_dict, str(path), "tiny")
+    state_dict = backbones.load_checkpoint_state_dict(path, **kwargs)
+    backbones.load_weights(model, state_dict, str(path), "tiny")
     return model
 
 
@@ -351,14 +351,14 @@ def test_checkpoint_of_another_width_lists_the_shape_mismatches(tmp_path):
 def test_missing_checkpoint_file_names_the_path(tmp_path):
     path = tmp_path / "nowhere.pth"
     with pytest.raises(LostError, match=f"--pretrained_weights {path}: no such file"):
-        networks.load_checkpoint_state_dict(path)
+        backbones.load_checkpoint_state_dict(path)
 
 
 def test_garbage_checkpoint_file_names_the_path(tmp_path):
     path = tmp_path / "garbage.pth"
     path.write_bytes(b"this is not a checkpoint at all" * 10)
     with pytest.raises(LostError, match=f"--pretrained_weights {path}: not a readable PyTorch checkpoint"):
-        networks.load_checkpoint_state_dict(path)
+        backbones.load_checkpoint_state_dict(path)
 
 
 class Payload:
@@ -369,7 +369,7 @@ def test_checkpoint_with_arbitrary_objects_is_refused(tmp_path):
     path = tmp_path / "evil.pth"
     torch.save({"weights": Payload()}, path)
     with pytest.raises(LostError, match="not a readable PyTorch checkpoint .*Payload"):
-        networks.load_checkpoint_state_dict(path)
+        backbones.load_checkpoint_state_dict(path)
 
 
 def test_checkpoint_without_weights_asks_for_the_checkpoint_key(tmp_path):
@@ -378,15 +378,15 @@ def test_checkpoint_without_weights_asks_for_the_checkpoint_key(tmp_path):
     with pytest.raises(
         LostError, match=r"no state dict found \(top level: \['epoch', 'ema'\]\).*--checkpoint_key"
     ):
-        networks.load_checkpoint_state_dict(path)
-    assert list(networks.load_checkpoint_state_dict(path, checkpoint_key="ema")) == ["a.weight"]
+        backbones.load_checkpoint_state_dict(path)
+    assert list(backbones.load_checkpoint_state_dict(path, checkpoint_key="ema")) == ["a.weight"]
 
 
 def test_get_model_loads_a_pretrained_weights_file(tmp_path):
     torch.manual_seed(5)
-    source = networks.build_model("vit_tiny", patch_size=16)
+    source = backbones.build_model("vit_tiny", patch_size=16)
     torch.save(source.state_dict(), tmp_path / "vit_tiny16.pth")
-    model = networks.get_model("vit_tiny", 16, pretrained_weights=tmp_path / "vit_tiny16.pth")
+    model = backbones.get_model("vit_tiny", 16, pretrained_weights=tmp_path / "vit_tiny16.pth")
     assert_same_parameters(model, source)
     assert not model.training
     assert not any(p.requires_grad for p in model.parameters())
@@ -396,7 +396,7 @@ def test_vit_tiny_without_weights_asks_for_pretrained_weights():
     with pytest.raises(
         LostError, match="--arch vit_tiny --patch_size 16 has no official DINO weights.*--pretrained_weights"
     ):
-        networks.get_model("vit_tiny", 16)
+        backbones.get_model("vit_tiny", 16)
 
 
 def test_failed_official_download_names_url_cache_and_flag(monkeypatch, tmp_path):
@@ -407,7 +407,7 @@ def test_failed_official_download_names_url_cache_and_flag(monkeypatch, tmp_path
 
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
     with pytest.raises(LostError) as error:
-        networks.get_model("vit_small", 8)
+        backbones.get_model("vit_small", 8)
     message = str(error.value)
     url = "https://dl.fbaipublicfiles.com/dino/dino_deitsmall8_300ep_pretrain/dino_deitsmall8_300ep_pretrain.pth"
     assert url in message
@@ -439,7 +439,7 @@ def test_official_resnet_weights_load_with_or_without_fc(monkeypatch, arch, url,
     state = torchvision_resnet50_state_dict(with_fc)
     asked = []
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", lambda u, **kwargs: asked.append(u) or state)
-    model = networks.get_model(arch, 16, resnet_dilate=2)
+    model = backbones.get_model(arch, 16, resnet_dilate=2)
     assert asked == [url]
     torch.testing.assert_close(model.layer4[2].conv3.weight, state["layer4.2.conv3.weight"], rtol=0, atol=0)
 
@@ -448,7 +448,7 @@ def test_unavailable_cuda_device_is_a_user_error():
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     with pytest.raises(LostError, match="--device cuda: CUDA is not available"):
-        networks.get_model("vit_tiny", 16, device="cuda")
+        backbones.get_model("vit_tiny", 16, device="cuda")
 
 
 # --- names --------------------------------------------------------------------------------------
@@ -464,10 +464,10 @@ def test_unavailable_cuda_device_is_a_user_error():
     ],
 )
 def test_backbone_labels_name_the_architecture_and_its_options(arch, dilate, label):
-    assert networks.BackboneSpec(arch=arch, patch_size=16, resnet_dilate=dilate).label() == label
+    assert backbones.BackboneSpec(arch=arch, patch_size=16, resnet_dilate=dilate).label() == label
 
 
 def test_official_weights_are_dinos_urls():
-    assert networks.BACKBONES["vit_small"].official_weights(16) == (
+    assert backbones.BACKBONES["vit_small"].official_weights(16) == (
         "https://dl.fbaipublicfiles.com/dino/dino_deitsmall16_pretrain/dino_deitsmall16_pretrain.pth"
     )

@@ -5,7 +5,7 @@ import pytest
 import torch
 from published_lost import published_style_lost
 
-from object_discovery import (
+from lost.methods.lost import (
     dino_seg,
     expand_seed,
     lost,

@@ -15,9 +15,9 @@ from conftest import write_noise_images
 from PIL import Image
 from tiny_datasets import make_coco_tree, make_voc_tree
 
-import journal as journal_module
 import main_lost
-from safe_files import read_predictions, read_scored_predictions
+from lost.io import journal as journal_module
+from lost.io.safe_files import read_predictions, read_scored_predictions
 
 ROOT = Path(__file__).resolve().parents[1]
 

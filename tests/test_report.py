@@ -33,15 +33,16 @@ import pytest
 from PIL import Image
 from tiny_datasets import make_voc_tree, write_jpeg
 
-import datasets
-import metrics
-import report
-import safe_files
-from errors import LostError
-from methods import LostParams
-from networks import BackboneSpec
-from report import ReportImage, ReportRun, RunInfo
-from run_spec import RunSpec
+import report as report_script
+from lost.backbones import BackboneSpec
+from lost.data import datasets
+from lost.errors import LostError
+from lost.eval import metrics
+from lost.io import safe_files
+from lost.methods import LostParams
+from lost.report import report
+from lost.report.report import ReportImage, ReportRun, RunInfo
+from lost.run_spec import RunSpec
 
 SIZE = (100, 100)
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
@@ -515,7 +516,7 @@ def test_with_predictions_swaps_boxes_and_reads_only_unknown_sizes(tmp_path):
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
-    code = report.main(list(argv))
+    code = report_script.main(list(argv))
     out, err = capsys.readouterr()
     return code, out, err
 

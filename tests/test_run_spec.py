@@ -5,11 +5,11 @@ import dataclasses
 import pytest
 
 import main_lost
-from errors import LostError
-from journal import Journal
-from methods import METHODS, DinoSegParams, LostParams, params_from_args
-from networks import BackboneSpec
-from run_spec import RunSpec
+from lost.backbones import BackboneSpec
+from lost.errors import LostError
+from lost.io.journal import Journal
+from lost.methods import METHODS, DinoSegParams, LostParams, params_from_args
+from lost.run_spec import RunSpec
 
 
 def spec(method: str = "lost", params=None, **backbone) -> RunSpec:

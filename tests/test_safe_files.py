@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import safe_files
-from errors import LostError
+from lost.errors import LostError
+from lost.io import safe_files
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -16,19 +16,19 @@ import torch.nn.functional as F
 from conftest import write_noise_images
 
 import main_lost
-import networks
-from datasets import single_image_records
-from engine import DiscoveryConfig, discover
-from errors import LostError
-from methods import (
+from lost import backbones
+from lost.backbones import BackboneSpec, FeatureExtractor, vit
+from lost.data.datasets import single_image_records
+from lost.engine.discovery import DiscoveryConfig, discover
+from lost.errors import LostError
+from lost.io.safe_files import read_predictions
+from lost.methods import (
     DinoSegParams,
     LostParams,
     dinoseg_folder,
     discover_lost,
     lost_folder,
 )
-from networks import BackboneSpec, FeatureExtractor
-from safe_files import read_predictions
 
 DINOV2 = "vit_small_patch14_dinov2.lvd142m"
 DINOV2_REG = "vit_small_patch14_reg4_dinov2.lvd142m"
@@ -42,7 +42,7 @@ def shrunk(name: str, seed: int = 0, **overrides) -> torch.nn.Module:
     """The timm model ``name`` with 2 blocks of width 48 and random weights spread enough that
     attention is far from uniform (layer scales, biases and registers included)."""
     torch.manual_seed(seed)
-    model = networks.timm_vit(name, **{**SHRUNK, **overrides})
+    model = backbones.timm_vit(name, **{**SHRUNK, **overrides})
     with torch.no_grad():
         for param in model.parameters():
             param.normal_(0.0, 0.3)
@@ -92,7 +92,7 @@ def last_attention_input_of_timm(model: torch.nn.Module, x: torch.Tensor) -> tor
     [(DINOV2, 14, 1), (DINOV2_REG, 14, 5), (DINOV3, 16, 5), (DINOV3_QKVB, 16, 5), (DINO_V1, 16, 1), ("vit_base_patch14_reg4_dinov2", 14, 5)],
 )
 def test_timm_names_are_backbones_with_the_models_patch_size_and_prefix_tokens(name, patch, prefix):
-    entry = networks.backbone_entry(name)
+    entry = backbones.backbone_entry(name)
     assert entry.is_vit and entry.from_timm
     assert entry.patch_sizes == (patch,) and entry.prefix_tokens == prefix
     assert entry.label(16, 2) == name
@@ -101,7 +101,7 @@ def test_timm_names_are_backbones_with_the_models_patch_size_and_prefix_tokens(n
 @pytest.mark.parametrize("name", ["vit_small_patch16_224.nosuchtag", "resnet18", "vit_nonexistent_patch16"])
 def test_names_timm_does_not_build_as_a_vit_are_one_line_errors(name):
     with pytest.raises(LostError) as error:
-        networks.backbone_entry(name)
+        backbones.backbone_entry(name)
     message = str(error.value)
     assert message.startswith(f"--arch {name}: unknown architecture; choose one of vit_tiny, vit_small")
     assert "timm ViT name" in message and "\n" not in message
@@ -109,9 +109,9 @@ def test_names_timm_does_not_build_as_a_vit_are_one_line_errors(name):
 
 def test_vits_of_other_blocks_or_attention_are_refused_by_name():
     with pytest.raises(LostError, match="--arch vit_small_patch16_18x2_224: timm builds it with ParallelThingsBlock blocks"):
-        networks.backbone_entry("vit_small_patch16_18x2_224")
+        backbones.backbone_entry("vit_small_patch16_18x2_224")
     with pytest.raises(LostError, match="--arch vit_small_patch16_rope_224: timm builds it with EvaBlock blocks and AttentionRope attention"):
-        networks.backbone_entry("vit_small_patch16_rope_224")
+        backbones.backbone_entry("vit_small_patch16_rope_224")
 
 
 @pytest.mark.parametrize(
@@ -129,11 +129,11 @@ def test_experiment_folders_name_timm_models_as_they_are_and_keep_the_published_
 
 
 def test_vit_arch_accepts_timm_vits_and_refuses_convnets():
-    assert networks.vit_arch(DINOV2_REG) == DINOV2_REG
+    assert backbones.vit_arch(DINOV2_REG) == DINOV2_REG
     with pytest.raises(argparse.ArgumentTypeError, match="resnet50 is not a ViT"):
-        networks.vit_arch("resnet50")
+        backbones.vit_arch("resnet50")
     with pytest.raises(argparse.ArgumentTypeError, match="unknown architecture"):
-        networks.vit_arch("vit_huge")
+        backbones.vit_arch("vit_huge")
 
 
 # --- the model and its features -----------------------------------------------------------------
@@ -163,8 +163,8 @@ def test_masked_attention_is_timms_own(name):
 @pytest.mark.parametrize("name", [DINOV2_REG, DINOV3, DINOV3_QKVB])
 def test_bfloat16_on_a_cpu_runs_the_blocked_attention_in_the_blocks_before_the_last(monkeypatch, name):
     calls = []
-    original = networks.blocked_attention
-    monkeypatch.setattr(networks, "blocked_attention", lambda *args: calls.append(1) or original(*args))
+    original = backbones.blocked_attention
+    monkeypatch.setattr(vit, "blocked_attention", lambda *args: calls.append(1) or original(*args))
     model = shrunk(name, depth=3)
     x = images(1, 3 * 16, 4 * 16) if "dinov3" in name else images(1, 3 * 14, 4 * 14)
     extractor = FeatureExtractor(model, name)
@@ -235,8 +235,8 @@ def test_post_rope_keys_of_a_model_without_rope_are_refused():
 
 def test_dino_v1_by_its_timm_name_is_dinos_model_with_dinos_features():
     model = shrunk(DINO_V1)
-    assert isinstance(model, networks.DinoVisionTransformer)
-    same = networks.DinoVisionTransformer(16, 48, 2, 3).eval()
+    assert isinstance(model, backbones.DinoVisionTransformer)
+    same = backbones.DinoVisionTransformer(16, 48, 2, 3).eval()
     same.load_state_dict(model.state_dict())
     x = images(2, 3 * 16, 5 * 16)  # not DINO's trained 14 x 14 grid: DINO's resizing applies
     by_name = FeatureExtractor(model, DINO_V1).extract(x, frozenset({"feats"}))
@@ -256,7 +256,7 @@ def test_a_14_pixel_grid_pads_to_14_and_gives_boxes_in_pixels(tmp_path):
     feats[0, :, 0] = 1.0
     for row, col in [(2, 3), (2, 4), (3, 3), (3, 4)]:
         feats[0, row * 5 + col] = torch.tensor([-1.0, 1.0])
-    planted = networks.Features(feats, found.grid, found.scales)
+    planted = backbones.Features(feats, found.grid, found.scales)
     assert discover_lost(planted, [(48, 64)], LostParams())[0].box.tolist() == [42, 28, 64, 48]
 
 
@@ -296,9 +296,9 @@ def official_dinov3_state_dict(model: torch.nn.Module) -> dict:
 
 
 def load_file_into(name: str, path, **overrides) -> torch.nn.Module:
-    model = networks.timm_vit(name, **{**SHRUNK, **overrides})
-    state_dict = networks.timm_state_dict(model, networks.load_checkpoint_state_dict(path))
-    networks.load_weights(model, state_dict, str(path), name)
+    model = backbones.timm_vit(name, **{**SHRUNK, **overrides})
+    state_dict = backbones.timm_state_dict(model, backbones.load_checkpoint_state_dict(path))
+    backbones.load_weights(model, state_dict, str(path), name)
     return model
 
 
@@ -322,13 +322,13 @@ def test_an_official_dinov3_checkpoint_loads(tmp_path, name):
 
 
 def test_a_timm_checkpoint_of_another_depth_lists_the_missing_parameters(tmp_path):
-    torch.save(networks.timm_vit(DINOV2_REG, **{**SHRUNK, "depth": 1}).state_dict(), tmp_path / "shallow.pth")
+    torch.save(backbones.timm_vit(DINOV2_REG, **{**SHRUNK, "depth": 1}).state_dict(), tmp_path / "shallow.pth")
     with pytest.raises(LostError, match=r"shallow.pth: these weights do not fit .*14 missing \(blocks\.1\.norm1\.weight"):
         load_file_into(DINOV2_REG, tmp_path / "shallow.pth")
 
 
 def test_a_checkpoint_of_another_patch_size_is_reported_not_resampled(tmp_path):
-    torch.save(networks.timm_vit(DINOV3, **SHRUNK).state_dict(), tmp_path / "patch16.pth")
+    torch.save(backbones.timm_vit(DINOV3, **SHRUNK).state_dict(), tmp_path / "patch16.pth")
     with pytest.raises(LostError, match=r"shape mismatch \(patch_embed.proj.weight \(48, 3, 16, 16\) vs \(48, 3, 14, 14\)"):
         load_file_into("vit_small_patch14_dinov2.lvd142m", tmp_path / "patch16.pth")
 
@@ -339,7 +339,7 @@ def test_failed_timm_download_names_the_model_the_cache_folder_and_the_flag(monk
 
     monkeypatch.setattr(timm.models._hub, "hf_hub_download", offline)
     with pytest.raises(LostError) as error:
-        networks.get_model(DINOV2_REG)
+        backbones.get_model(DINOV2_REG)
     message = str(error.value)
     assert message.startswith(f"--arch {DINOV2_REG}: cannot get timm's pretrained weights")
     assert huggingface_hub.constants.HF_HUB_CACHE in message
@@ -354,7 +354,7 @@ def dinov2_reg_checkpoint(tmp_path_factory) -> str:
     """A random-weight ViT-S/14 with 4 registers (the real architecture), in the official DINOv2 layout."""
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("checkpoints") / "dinov2_vits14_reg4_random.pth"
-    torch.save(official_dinov2_state_dict(networks.timm_vit(DINOV2_REG)), path)
+    torch.save(official_dinov2_state_dict(backbones.timm_vit(DINOV2_REG)), path)
     return str(path)
 
 

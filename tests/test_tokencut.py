@@ -8,11 +8,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from published_tokencut import published_cut, published_eigenvector
-from tokencut_agreement import planted_map as noisy_planted_map
-from tokencut_agreement import vit_like_map
+from synthetic_maps import planted_map as noisy_planted_map
+from synthetic_maps import vit_like_map
 
-import tokencut
-from tokencut import (
+from lost.methods import tokencut
+from lost.methods.tokencut import (
     EigensolverDidNotConverge,
     bipartition,
     cosine_affinity,
@@ -22,7 +22,7 @@ from tokencut import (
     second_eigenvector_lanczos,
     tokencut_batch,
 )
-from visualizations import tokencut_picture
+from lost.viz.pictures import tokencut_picture
 
 E1, E2 = torch.eye(3)[:2]
 A = torch.tensor([3.0, 4.0, 0.0])

@@ -14,9 +14,9 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from tiny_datasets import coco_file_name, make_coco_tree
 
-import clustering
-import detection_data
-import safe_files
+from lost import clustering
+from lost.detection import data as detection_data
+from lost.io import safe_files
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_PREDICTIONS = ROOT / "data" / "LOST_predictions" / "LOST_VOC07.pkl"

@@ -10,9 +10,9 @@ import torch
 from PIL import Image
 
 import train_found
-from images import image_to_tensor
-from found import found_batch, load_found_head, new_found_head
-from networks import FeatureExtractor, build_model, last_attention_inputs
+from lost.backbones import FeatureExtractor, build_model, last_attention_inputs
+from lost.data.images import image_to_tensor
+from lost.methods.found import found_batch, load_found_head, new_found_head
 
 SIDE = 48
 

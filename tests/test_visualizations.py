@@ -3,7 +3,7 @@
 import numpy as np
 from PIL import Image
 
-from visualizations import BOX_COLOR, draw_box, inclusive_corners
+from lost.viz.pictures import BOX_COLOR, draw_box, inclusive_corners
 
 
 def test_exclusive_corners_become_inclusive_pixels():

@@ -11,12 +11,10 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project's modules
-
-import detection_data
-import networks
-import safe_files
-from errors import run_cli
+from lost import backbones
+from lost.detection import data as detection_data
+from lost.errors import run_cli
+from lost.io import safe_files
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -30,7 +28,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def convert(args: argparse.Namespace) -> None:
-    state_dict = networks.load_checkpoint_state_dict(args.input, args.checkpoint_key, flag="--input")
+    state_dict = backbones.load_checkpoint_state_dict(args.input, args.checkpoint_key, flag="--input")
     weights = detection_data.resnet50_to_detectron2(state_dict, f"--input {args.input}")
     args.output.parent.mkdir(parents=True, exist_ok=True)
     safe_files.atomic_write(args.output, detection_data.detectron2_weights_pickle(weights))

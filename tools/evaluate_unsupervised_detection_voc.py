@@ -13,13 +13,11 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project's modules
-
-import datasets
-import detection_data
-import detection_eval
-import safe_files
-from errors import LostError, run_cli
+from lost.data import datasets
+from lost.detection import data as detection_data
+from lost.errors import LostError, run_cli
+from lost.eval import detection_eval
+from lost.io import safe_files
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

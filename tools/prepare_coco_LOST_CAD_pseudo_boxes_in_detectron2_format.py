@@ -13,11 +13,9 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project's modules
-
-import detection_data
-import safe_files
-from errors import run_cli
+from lost.detection import data as detection_data
+from lost.errors import run_cli
+from lost.io import safe_files
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

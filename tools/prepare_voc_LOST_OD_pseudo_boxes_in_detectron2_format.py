@@ -12,13 +12,11 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project's modules
-
 import numpy as np
 
-import clustering
-import detection_data
-from errors import LostError, run_cli
+from lost import clustering
+from lost.detection import data as detection_data
+from lost.errors import LostError, run_cli
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -15,11 +15,8 @@ datasets); KEY VALUE pairs after them override the config.
 """
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project's modules
-
-import detection_data
+from lost.detection.launch import run_training_script
 
 if __name__ == "__main__":
-    sys.exit(detection_data.run_training_script(__doc__.splitlines()[0]))
+    sys.exit(run_training_script(__doc__.splitlines()[0]))

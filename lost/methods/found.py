@@ -42,11 +42,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bilateral_solver import BilateralSolver, bilateral_grid
-from errors import LostError
-from networks import one_line
-from object_discovery import cells_to_box, largest_component_cells
-from safe_files import atomic_write
+from lost.errors import LostError, one_line
+from lost.io.safe_files import atomic_write
+from lost.methods.lost import cells_to_box, largest_component_cells
+from lost.refine.bilateral_solver import BilateralSolver, bilateral_grid
 
 FOREGROUND_PROBABILITY = 0.5
 """A patch is foreground when ``sigmoid(score) > 0.5``, computed in float32 as published."""

@@ -16,9 +16,9 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
-from images import load_rgb, rescale_box
-from errors import LostError
-from visualizations import draw_box
+from lost.data.images import load_rgb, rescale_box
+from lost.errors import LostError
+from lost.viz.pictures import draw_box
 
 DPI = 96
 BAR_COLOR = "#4c72b0"

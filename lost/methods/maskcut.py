@@ -70,8 +70,16 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from object_discovery import cells_to_box, mask_box, seed_component
-from tokencut import EIGENSOLVERS, EPS, TIE_TOLERANCE, bipartition, cosine_affinity, graph_weights, second_eigenvector
+from lost.methods.lost import cells_to_box, mask_box, seed_component
+from lost.methods.tokencut import (
+    EIGENSOLVERS,
+    EPS,
+    TIE_TOLERANCE,
+    bipartition,
+    cosine_affinity,
+    graph_weights,
+    second_eigenvector,
+)
 
 TAU = 0.15
 """Similarity threshold of the graph (CutLER's published MaskCut command)."""

@@ -32,10 +32,10 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-import datasets
-import safe_files
-from errors import LostError
-from metrics import box_iou
+from lost.data import datasets
+from lost.errors import LostError
+from lost.eval.metrics import box_iou
+from lost.io import safe_files
 
 IOU_THRESHOLDS = tuple(t / 100 for t in range(50, 100, 5))
 

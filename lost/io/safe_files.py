@@ -36,8 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from errors import LostError, writing
-
+from lost.errors import LostError, writing
 
 # ----------------------------------------------------------------------------------------------
 # Writing

@@ -60,7 +60,7 @@ import scipy.linalg
 import torch
 import torch.nn.functional as F
 
-from object_discovery import seed_component_box
+from lost.methods.lost import seed_component_box
 
 TAU = 0.2
 """Similarity threshold of the graph (the published default)."""

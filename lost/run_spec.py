@@ -11,8 +11,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from methods import Method, method_entry
-from networks import BackboneSpec
+from lost.backbones import BackboneSpec
+from lost.methods import Method, method_entry
 
 
 @dataclass(frozen=True)

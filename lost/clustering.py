@@ -37,10 +37,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-import images
-import safe_files
-from engine import DEFAULT_MEMORY_BUDGET, SizeBucketBatchSampler, attention_images_per_pass
-from errors import LostError
+from lost.data import images
+from lost.engine.discovery import DEFAULT_MEMORY_BUDGET, SizeBucketBatchSampler, attention_images_per_pass
+from lost.errors import LostError
+from lost.io import safe_files
 
 CROP_SHORT_SIDE = 256
 MAX_LONG_SIDE = 16 * CROP_SHORT_SIDE

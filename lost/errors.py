@@ -61,3 +61,13 @@ def run_cli(body: Callable[[], int | None]) -> int:
             raise
         print(f"error: {write_failure(exc.filename or 'a file', exc)}", file=sys.stderr)
         return 2
+
+
+def one_line(exc: BaseException) -> str:
+    """The informative line of an exception message (PyTorch's are paragraphs)."""
+    text = str(exc)
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    line = lines[0] if lines else type(exc).__name__
+    return line if len(line) <= 200 else line[:197] + "..."

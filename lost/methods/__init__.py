@@ -28,15 +28,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-import visualizations
-from errors import LostError
-from found import FOUND_WEIGHTS_URL, FoundResult, found_background_batch, found_batch, load_found_head
-from images import load_rgb
-from maskcut import MAX_OBJECTS, MaskCutResult, maskcut_batch
-from maskcut import TAU as MASKCUT_TAU
-from networks import BackboneSpec, Features
-from object_discovery import LostResult, dino_seg, lost_batch, seed_component_box
-from tokencut import EIGENSOLVERS, EPS, TAU, TokenCutResult, tokencut_batch
+from lost.backbones import BackboneSpec, Features
+from lost.data.images import load_rgb
+from lost.errors import LostError
+from lost.methods.found import FOUND_WEIGHTS_URL, FoundResult, found_background_batch, found_batch, load_found_head
+from lost.methods.lost import LostResult, dino_seg, lost_batch, seed_component_box
+from lost.methods.maskcut import MAX_OBJECTS, MaskCutResult, maskcut_batch
+from lost.methods.maskcut import TAU as MASKCUT_TAU
+from lost.methods.tokencut import EIGENSOLVERS, EPS, TAU, TokenCutResult, tokencut_batch
+from lost.viz import pictures as visualizations
 
 PictureFn = Callable[[Path, Any, int | None], Image.Image]
 """``picture(image_path, discovery, max_size) -> PIL image``; ``discovery`` is an

@@ -35,7 +35,6 @@ from __future__ import annotations
 import os
 import pickle
 import re
-import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,9 +43,9 @@ import numpy as np
 import torch
 import torchvision
 
-import datasets
-import safe_files
-from errors import LostError
+from lost.data import datasets
+from lost.errors import LostError
+from lost.io import safe_files
 
 CAD_CLASSES = ("object",)
 
@@ -339,25 +338,6 @@ def coco20k_cad_gt(coco_dir: Path, filenames_file: Path) -> dict:
             builder.add_box(image_id, ann["bbox"], 0, ann.get("iscrowd", 0), ann.get("area"))
     _raise_if_missing(missing, len(entries), f"images of {filenames_file}", f"--coco_dir {coco_dir}")
     return builder.content
-
-
-# ----------------------------------------------------------------------------------------------
-# Training scripts
-
-
-def run_training_script(description: str, argv: list[str] | None = None) -> int:
-    """What ``tools/train_net_for_LOST_*.py`` run: ``detector_training.main``, imported here so
-    that a missing detectron2 is one line naming how to install it."""
-    try:
-        import detector_training
-    except ImportError as exc:
-        print(
-            f"error: detectron2 cannot be imported ({exc}); install it with bash tools/install_detectron2.sh "
-            "or pip install 'git+https://github.com/facebookresearch/detectron2.git'",
-            file=sys.stderr,
-        )
-        return 2
-    return detector_training.main(argv, description=description)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -26,10 +26,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
-from errors import LostError
+from lost.errors import LostError
 
 if TYPE_CHECKING:
-    from datasets import ImageRecord
+    from lost.data.datasets import ImageRecord
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

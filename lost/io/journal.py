@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from errors import LostError, writing
-from safe_files import ScoredBoxes
+from lost.errors import LostError, writing
+from lost.io.safe_files import ScoredBoxes
 
 
 def box_from_json(values: list[float | int]) -> np.ndarray:

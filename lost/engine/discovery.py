@@ -24,11 +24,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from datasets import ImageRecord
-from errors import LostError
-from images import DecodedImage, ImageFileDataset, padded_size, rescale_box
-from methods import Method, method_entry
-from networks import FeatureExtractor
+from lost.backbones import FeatureExtractor
+from lost.data.datasets import ImageRecord
+from lost.data.images import DecodedImage, ImageFileDataset, padded_size, rescale_box
+from lost.errors import LostError
+from lost.methods import Method, method_entry
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 

@@ -35,8 +35,8 @@ from detectron2.layers import get_norm  # noqa: E402
 from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, Res5ROIHeads  # noqa: E402
 from detectron2.structures import BoxMode  # noqa: E402
 
-import detection_data  # noqa: E402
-from errors import LostError, run_cli  # noqa: E402
+from lost.detection import data as detection_data  # noqa: E402
+from lost.errors import LostError, run_cli  # noqa: E402
 
 
 @ROI_HEADS_REGISTRY.register()

@@ -31,8 +31,8 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 if TYPE_CHECKING:
-    from datasets import ImageRecord
-    from safe_files import ScoredBoxes
+    from lost.data.datasets import ImageRecord
+    from lost.io.safe_files import ScoredBoxes
 
 
 def box_iou(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:

@@ -1,0 +1,21 @@
+"""The entry of the ``tools/train_net_*.py`` scripts: detectron2 is imported only here, so that a
+missing detectron2 is one line naming how to install it."""
+
+from __future__ import annotations
+
+import sys
+
+
+def run_training_script(description: str, argv: list[str] | None = None) -> int:
+    """What ``tools/train_net_for_LOST_*.py`` run: ``lost.detection.training.main``, imported here so
+    that a missing detectron2 is one line naming how to install it."""
+    try:
+        from lost.detection import training as detector_training
+    except ImportError as exc:
+        print(
+            f"error: detectron2 cannot be imported ({exc}); install it with bash tools/install_detectron2.sh "
+            "or pip install 'git+https://github.com/facebookresearch/detectron2.git'",
+            file=sys.stderr,
+        )
+        return 2
+    return detector_training.main(argv, description=description)

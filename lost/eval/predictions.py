@@ -1,0 +1,44 @@
+"""Saved predictions keyed by record name, whichever file wrote them: ``preds.pkl`` / ``preds.json``
+(``boxes_OD``) or detectron2's ``coco_instances_results.json`` (``detectron``).
+
+Boxes are ``[x1, y1, x2, y2]`` in pixels of the original image, x2/y2 exclusive.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from lost.data import datasets
+from lost.io import safe_files
+
+
+def detectron_image_id(record: datasets.ImageRecord, dataset: str) -> str:
+    """The image_id the detector pipeline writes for a record: for VOC the ImageSets id, i.e.
+    the JPEG's stem ("000005", "2008_000008"); for COCO20k the COCO id (the record name)."""
+    return datasets.canonical_image_id(record.path.stem if dataset.startswith("VOC") else record.name)
+
+
+def load_predictions(
+    pred_file: Path, type_pred: str, dataset: str, records: list[datasets.ImageRecord]
+) -> dict[str, np.ndarray]:
+    """Predictions keyed by record name: box [x1, y1, x2, y2] per image."""
+    if type_pred == "boxes_OD":
+        return safe_files.read_predictions(pred_file)
+    detections = safe_files.read_detectron_predictions(pred_file)
+    by_id = {datasets.canonical_image_id(image_id): box for image_id, box in detections.items()}
+    keys = {record.name: detectron_image_id(record, dataset) for record in records}
+    return {name: by_id[key] for name, key in keys.items() if key in by_id}
+
+
+def load_scored_predictions(
+    pred_file: Path, type_pred: str, dataset: str, records: list[datasets.ImageRecord]
+) -> dict[str, safe_files.ScoredBoxes]:
+    """Predictions keyed by record name: every box [x1, y1, x2, y2] with its score, best first."""
+    if type_pred == "boxes_OD":
+        return safe_files.read_scored_predictions(pred_file)
+    detections = safe_files.read_detectron_scored(pred_file)
+    by_id = {datasets.canonical_image_id(image_id): scored for image_id, scored in detections.items()}
+    keys = {record.name: detectron_image_id(record, dataset) for record in records}
+    return {name: by_id[key] for name, key in keys.items() if key in by_id}
