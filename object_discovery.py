@@ -5,4 +5,5 @@
 The implementation lives in :mod:`lost.methods.lost` and :mod:`lost.methods.dinoseg`.
 """
 
-from lost.methods.lost import LostResult, dino_seg, lost  # noqa: F401
+from lost.methods.dinoseg import dino_seg  # noqa: F401
+from lost.methods.lost import LostResult, lost  # noqa: F401

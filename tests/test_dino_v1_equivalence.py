@@ -21,7 +21,8 @@ from PIL import Image, ImageDraw
 from lost import backbones
 from lost.backbones import FeatureExtractor
 from lost.data.images import image_to_tensor, pad_to_multiple
-from lost.methods import DinoSegParams, LostParams, discover_dinoseg, discover_lost
+from lost.methods.dinoseg import DinoSegParams, discover_dinoseg
+from lost.methods.lost import LostParams, discover_lost
 
 QK_GAIN = 6.0
 BRANCH_GAIN = 0.5

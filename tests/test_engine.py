@@ -20,7 +20,8 @@ from lost.engine.discovery import (
 )
 from lost.eval.metrics import box_iou
 from lost.methods import METHODS, DinoSegParams
-from lost.methods.lost import dino_seg, lost
+from lost.methods.dinoseg import dino_seg
+from lost.methods.lost import lost
 
 
 def one_image_boxes(extractor: FeatureExtractor, folder: Path, dinoseg: bool = False) -> dict[str, list]:

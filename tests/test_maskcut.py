@@ -12,8 +12,8 @@ from synthetic_maps import noise_map, vit_like_map
 from synthetic_maps import planted_map as noisy_planted_map
 
 from lost.errors import LostError
+from lost.geometry import seed_component
 from lost.methods import MaskCutParams, maskcut
-from lost.methods.lost import seed_component
 from lost.methods.maskcut import corner_votes, is_dropped, mask_iou, maskcut_batch, object_side, running_scores
 from lost.methods.tokencut import is_degenerate, tokencut
 from lost.viz.pictures import RANK_COLORS, draw_box, ranked_boxes_picture

@@ -5,16 +5,9 @@ import pytest
 import torch
 from published_lost import published_style_lost
 
-from lost.methods.lost import (
-    dino_seg,
-    expand_seed,
-    lost,
-    lost_batch,
-    order_by_degree,
-    patch_degrees,
-    seed_component_box,
-    top_mass_mask,
-)
+from lost.geometry import seed_component_box
+from lost.methods.dinoseg import dino_seg, top_mass_mask
+from lost.methods.lost import expand_seed, lost, lost_batch, order_by_degree, patch_degrees
 
 E1, E2, E3 = torch.eye(3)
 

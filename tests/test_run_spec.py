@@ -6,9 +6,10 @@ import pytest
 
 import main_lost
 from lost.backbones import BackboneSpec
+from lost.cli import params_from_args
 from lost.errors import LostError
 from lost.io.journal import Journal
-from lost.methods import METHODS, DinoSegParams, LostParams, params_from_args
+from lost.methods import METHODS, DinoSegParams, LostParams
 from lost.run_spec import RunSpec
 
 

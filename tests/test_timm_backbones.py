@@ -22,13 +22,8 @@ from lost.data.datasets import single_image_records
 from lost.engine.discovery import DiscoveryConfig, discover
 from lost.errors import LostError
 from lost.io.safe_files import read_predictions
-from lost.methods import (
-    DinoSegParams,
-    LostParams,
-    dinoseg_folder,
-    discover_lost,
-    lost_folder,
-)
+from lost.methods.dinoseg import DinoSegParams, dinoseg_folder
+from lost.methods.lost import LostParams, discover_lost, lost_folder
 
 DINOV2 = "vit_small_patch14_dinov2.lvd142m"
 DINOV2_REG = "vit_small_patch14_reg4_dinov2.lvd142m"

@@ -32,9 +32,11 @@ Where this differs from the published code (valeoai/FOUND), on purpose:
 
 from __future__ import annotations
 
+import functools
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import scipy.ndimage
@@ -42,9 +44,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lost.backbones import BackboneSpec, Features
 from lost.errors import LostError, one_line
+from lost.geometry import cells_to_box, largest_component_cells
 from lost.io.safe_files import atomic_write
-from lost.methods.lost import cells_to_box, largest_component_cells
+from lost.methods.entry import flag
 from lost.refine.bilateral_solver import BilateralSolver, bilateral_grid
 
 FOREGROUND_PROBABILITY = 0.5
@@ -415,3 +419,55 @@ def found_head_bytes(head: nn.Conv2d) -> bytes:
 def save_found_head(head: nn.Conv2d, path: str | Path) -> None:
     """Write the head to `path` in the released format, atomically."""
     atomic_write(path, found_head_bytes(head))
+
+# ----------------------------------------------------------------------------------------------
+# The method's entry: parameters, batch adapter, experiment folder
+
+
+@dataclass(frozen=True)
+class FoundParams:
+    weights: str = field(default="", metadata=flag("--found_weights", "FOUND head file (empty: the authors' released head, downloaded once)"))
+
+
+@functools.lru_cache(maxsize=4)
+def cached_found_head(weights: str) -> torch.nn.Conv2d:
+    """FOUND's head from ``weights`` (empty: the released one), loaded once per process."""
+    return load_found_head(weights or None)
+
+
+def prepare_found(params: FoundParams, _num_heads: int) -> None:
+    """Load the head before any image, so that a missing file or download fails at start-up."""
+    cached_found_head(params.weights)
+
+
+def discover_found(features: Features, image_sizes: list[tuple[int, int]], params: FoundParams) -> list[FoundResult]:
+    """FOUND on a batch: features.feats (B, N, d) keys scored by the head -> one result per image."""
+    head = cached_found_head(params.weights)
+    if head.weight.shape[1] != features.feats.shape[-1]:
+        raise LostError(
+            f"--found_weights {params.weights or FOUND_WEIGHTS_URL}: the head takes {head.weight.shape[1]} channels but "
+            f"this backbone's keys have {features.feats.shape[-1]}; pass a head trained on this backbone (train_found.py)"
+        )
+    return found_batch(features.feats, head, features.grid, features.scales, image_sizes)
+
+
+@dataclass(frozen=True)
+class FoundBackgroundParams:
+    pass
+
+
+def discover_found_background(
+    features: Features, image_sizes: list[tuple[int, int]], _params: FoundBackgroundParams
+) -> list[FoundResult]:
+    """FOUND's training-free background discovery on a batch: keys and CLS attention -> results."""
+    return found_background_batch(features.feats, features.cls_attention.float(), features.grid, features.scales, image_sizes)
+
+
+def found_folder(backbone: BackboneSpec, _params: Any) -> str:
+    """``FOUND-vit_small8_k``."""
+    return f"FOUND-{backbone.label()}_{backbone.which_features}"
+
+
+def found_background_folder(backbone: BackboneSpec, _params: Any) -> str:
+    """``FOUND-bkg-vit_small8_k``."""
+    return f"FOUND-bkg-{backbone.label()}_{backbone.which_features}"

@@ -18,17 +18,17 @@ while every sign that decides the result is computed in float32.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
-import scipy.ndimage
 import torch
+
+from lost.backbones import BackboneSpec, Features
+from lost.geometry import seed_component_box
+from lost.methods.entry import flag
 
 DEGREE_CHUNK_ELEMENTS = 1 << 24
 """Elements of ``A`` (per batch) computed at once when counting degrees: 64 MiB of float32."""
-
-DINOSEG_MASS = 0.6
-"""Share of the CLS attention mass kept by DINO-seg (DINO's official threshold)."""
 
 
 @dataclass(frozen=True)
@@ -107,74 +107,6 @@ def expand_seed(
     return seed, similars, seed_similarity, expansion_map
 
 
-def seed_component_box(
-    score_map: torch.Tensor | np.ndarray,
-    seed: int,
-    grid: tuple[int, int],
-    scales: tuple[float, float],
-    image_size: tuple[int, int],
-) -> np.ndarray:
-    """Box of the 4-connected component of ``score_map > 0`` that holds the seed patch.
-
-    score_map: (N,) or (h, w) scores over the grid; grid: (h, w); scales: (sy, sx) pixels per
-    cell; image_size: (H, W) of the unpadded image.
-    Returns ``[x1, y1, x2, y2]`` in image pixels, x2/y2 exclusive and clipped to (W, H):
-    ``x1 = sx * col_min``, ``x2 = sx * (col_max + 1)``, y likewise.
-    If the seed itself is not positive (all-zero features), the box is the seed's own cell.
-    """
-    return mask_box(seed_component(score_map, seed, grid), scales, image_size)
-
-
-def seed_component(score_map: torch.Tensor | np.ndarray, seed: int, grid: tuple[int, int]) -> np.ndarray:
-    """The 4-connected component of ``score_map > 0`` that holds the seed patch, as a (h, w) bool
-    mask over the grid; the seed's cell alone when the seed itself is not positive.
-
-    score_map: (N,) or (h, w) scores (or bools) over the grid (h, w); seed: raster index.
-    """
-    labels, _ = scipy.ndimage.label(_as_grid(score_map, grid) > 0)
-    seed_row, seed_col = divmod(int(seed), grid[1])
-    seed_label = labels[seed_row, seed_col]
-    if seed_label == 0:
-        component = np.zeros(grid, dtype=bool)
-        component[seed_row, seed_col] = True
-        return component
-    return labels == seed_label
-
-
-def mask_box(mask: np.ndarray, scales: tuple[float, float], image_size: tuple[int, int]) -> np.ndarray:
-    """Box of the cells of a non-empty (h, w) bool mask: ``[x1, y1, x2, y2]`` in image pixels,
-    x2/y2 exclusive, clipped to the unpadded (H, W) (see :func:`cells_to_box`)."""
-    rows, cols = np.nonzero(mask)
-    return cells_to_box(rows.min(), cols.min(), rows.max() + 1, cols.max() + 1, scales, image_size)
-
-
-def cells_to_box(
-    row_min: int,
-    col_min: int,
-    row_end: int,
-    col_end: int,
-    scales: tuple[float, float],
-    image_size: tuple[int, int],
-) -> np.ndarray:
-    """Grid cells ``[row_min, row_end) x [col_min, col_end)`` to an image box.
-
-    Returns ``[x1, y1, x2, y2]`` (x2/y2 exclusive) scaled by (sy, sx) and clipped to the
-    unpadded (H, W): int64 when both scales are Python ints (a ViT's patch size), float64 for
-    float scales (CNN feature maps), the types the published predictions have.
-    """
-    scale_y, scale_x = scales
-    height, width = image_size
-    box = [
-        scale_x * int(col_min),
-        scale_y * int(row_min),
-        min(scale_x * int(col_end), width),
-        min(scale_y * int(row_end), height),
-    ]
-    if isinstance(scale_x, int) and isinstance(scale_y, int):
-        return np.asarray(box, dtype=np.int64)
-    return np.asarray(box, dtype=np.float64)
-
-
 def lost(
     feats: torch.Tensor,
     grid: tuple[int, int],
@@ -224,56 +156,21 @@ def lost_batch(
         )
     return results
 
-
-def top_mass_mask(attention: torch.Tensor, mass: float = DINOSEG_MASS) -> torch.Tensor:
-    """Patches that together hold the top ``mass`` share of an attention distribution.
-
-    attention: (N,) non-negative. Returns (N,) bool: sorted by increasing attention, a patch is
-    kept when the normalized cumulative sum up to and including it exceeds ``1 - mass``.
-    """
-    values, indices = torch.sort(attention.float())
-    cumulative = torch.cumsum(values / values.sum(), dim=0)
-    keep = torch.zeros_like(cumulative, dtype=torch.bool)
-    keep[indices] = cumulative > (1 - mass)
-    return keep
+# ----------------------------------------------------------------------------------------------
+# The method's entry: parameters, batch adapter, experiment folder
 
 
-def largest_component_cells(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Rows and columns of the largest 4-connected component of a (h, w) bool mask.
-
-    Ties go to the component met first in raster order. An empty mask yields the whole grid.
-    """
-    labels, count = scipy.ndimage.label(mask)
-    if count == 0:
-        return np.nonzero(np.ones_like(mask, dtype=bool))
-    sizes = np.bincount(labels.ravel())[1:]
-    return np.nonzero(labels == int(np.argmax(sizes)) + 1)
+@dataclass(frozen=True)
+class LostParams:
+    k_patches: int = field(default=100, metadata=flag("--k_patches", "lowest-degree patches considered for the expansion"))
 
 
-def dino_seg(
-    cls_attention: torch.Tensor,
-    grid: tuple[int, int],
-    patch_size: int,
-    image_size: tuple[int, int],
-    head: int = 4,
-) -> np.ndarray:
-    """DINO-seg baseline: box of the largest blob of one head's CLS attention.
-
-    cls_attention: (heads, N) attention of the CLS query over the N patches in the last block;
-    grid: (h, w); image_size: (H, W) unpadded. Keeps the patches holding the top 60% of the
-    head's attention mass, takes the largest 4-connected component and returns its box
-    ``[x1, y1, x2, y2]`` (pixels, x2/y2 exclusive, clipped to the image).
-    """
-    if not 0 <= head < cls_attention.shape[0]:
-        raise ValueError(f"head {head} does not exist: the model has {cls_attention.shape[0]} heads")
-    mask = _as_grid(top_mass_mask(cls_attention[head]), grid)
-    rows, cols = largest_component_cells(mask)
-    scales = (int(patch_size), int(patch_size))
-    return cells_to_box(rows.min(), cols.min(), rows.max() + 1, cols.max() + 1, scales, image_size)
+def discover_lost(features: Features, image_sizes: list[tuple[int, int]], params: LostParams) -> list[LostResult]:
+    """LOST on a batch: features.feats (B, N, d) -> one :class:`LostResult` per image."""
+    return lost_batch(features.feats, features.grid, features.scales, image_sizes, params.k_patches)
 
 
-def _as_grid(values: torch.Tensor | np.ndarray, grid: tuple[int, int]) -> np.ndarray:
-    """(N,) or (h, w) values as a (h, w) numpy array on the CPU."""
-    if isinstance(values, torch.Tensor):
-        values = values.detach().cpu().numpy()
-    return np.asarray(values).reshape(grid)
+def lost_folder(backbone: BackboneSpec, _params: LostParams) -> str:
+    """``LOST-vit_small16_k``, ``LOST-resnet50dilate2``, ``LOST-vgg16_imagenet`` (published names)."""
+    suffix = f"_{backbone.which_features}" if backbone.entry.is_vit else ""
+    return f"LOST-{backbone.label()}{suffix}"

@@ -65,12 +65,15 @@ Deliberate differences from the published ``maskcut_forward`` (CutLER, ``maskcut
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from lost.methods.lost import cells_to_box, mask_box, seed_component
+from lost.backbones import BackboneSpec, Features
+from lost.errors import LostError
+from lost.geometry import cells_to_box, mask_box, seed_component
+from lost.methods.entry import flag
 from lost.methods.tokencut import (
     EIGENSOLVERS,
     EPS,
@@ -313,3 +316,38 @@ def _result(
         return MaskCutResult(boxes=whole[None], scores=np.zeros(1), objects=())
     scores = running_scores([item.association for item in objects])
     return MaskCutResult(boxes=np.stack([item.box for item in objects]), scores=scores, objects=tuple(objects))
+
+# ----------------------------------------------------------------------------------------------
+# The method's entry: parameters, batch adapter, experiment folder
+
+
+@dataclass(frozen=True)
+class MaskCutParams:
+    max_objects: int = field(default=MAX_OBJECTS, metadata=flag("--max_objects", "most objects cut out of one image"))
+    tau: float = field(default=TAU, metadata=flag("--tau", "similarity threshold of the patch graph"))
+    eps: float = field(default=EPS, metadata=flag("--eps", "weight of the pairs below --tau"))
+    eigensolver: str = field(
+        default="auto",
+        metadata=flag("--eigensolver", "auto: Lanczos, same partition, fast; dense: the published solve", choices=EIGENSOLVERS),
+    )
+
+    def __post_init__(self) -> None:
+        if not self.eps > 0:
+            raise LostError(f"--eps {self.eps}: must be positive (it keeps every patch's degree above zero)")
+        if self.max_objects < 1:
+            raise LostError(f"--max_objects {self.max_objects}: must be at least 1")
+
+
+def discover_maskcut(
+    features: Features, image_sizes: list[tuple[int, int]], params: MaskCutParams
+) -> list[MaskCutResult]:
+    """MaskCut on a batch: features.feats (B, N, d) -> one :class:`MaskCutResult` (boxes, scores) per image."""
+    return maskcut_batch(
+        features.feats, features.grid, features.scales, image_sizes,
+        params.tau, params.eps, params.max_objects, params.eigensolver,
+    )
+
+
+def maskcut_folder(backbone: BackboneSpec, _params: MaskCutParams) -> str:
+    """``MaskCut-vit_small16_k``."""
+    return f"MaskCut-{backbone.label()}_{backbone.which_features}"

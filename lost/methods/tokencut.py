@@ -53,14 +53,17 @@ from __future__ import annotations
 
 import functools
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.linalg
 import torch
 import torch.nn.functional as F
 
-from lost.methods.lost import seed_component_box
+from lost.backbones import BackboneSpec, Features
+from lost.errors import LostError
+from lost.geometry import seed_component_box
+from lost.methods.entry import flag
 
 TAU = 0.2
 """Similarity threshold of the graph (the published default)."""
@@ -343,3 +346,39 @@ def _warn_dense_fallback() -> None:
         RuntimeWarning,
         stacklevel=4,
     )
+
+# ----------------------------------------------------------------------------------------------
+# The method's entry: parameters, batch adapter, experiment folder
+
+
+@dataclass(frozen=True)
+class TokenCutParams:
+    tau: float = field(default=TAU, metadata=flag("--tau", "similarity threshold of the patch graph"))
+    eps: float = field(default=EPS, metadata=flag("--eps", "weight of the pairs below --tau"))
+    binary_graph: bool = field(
+        default=True,
+        metadata=flag("--no_binary_graph", "weight the edges by their similarity instead of 1", action="store_const", const=False),
+    )
+    eigensolver: str = field(
+        default="auto",
+        metadata=flag("--eigensolver", "auto: Lanczos, same partition, fast; dense: the published solve", choices=EIGENSOLVERS),
+    )
+
+    def __post_init__(self) -> None:
+        if not self.eps > 0:
+            raise LostError(f"--eps {self.eps}: must be positive (it keeps every patch's degree above zero)")
+        if not self.binary_graph and not self.tau > 0:
+            raise LostError(f"--tau {self.tau}: the weighted graph (--no_binary_graph) needs a positive --tau")
+
+
+def discover_tokencut(features: Features, image_sizes: list[tuple[int, int]], params: TokenCutParams) -> list[TokenCutResult]:
+    """TokenCut on a batch: features.feats (B, N, d) -> one :class:`TokenCutResult` per image."""
+    return tokencut_batch(
+        features.feats, features.grid, features.scales, image_sizes,
+        params.tau, params.eps, params.binary_graph, params.eigensolver,
+    )
+
+
+def tokencut_folder(backbone: BackboneSpec, _params: TokenCutParams) -> str:
+    """``TokenCut-vit_small16_k`` (the published name)."""
+    return f"TokenCut-{backbone.label()}_{backbone.which_features}"

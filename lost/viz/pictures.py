@@ -9,15 +9,18 @@ image pixels (x2/y2 exclusive). Maps are drawn cell by cell over the image, crop
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
 from lost.errors import writing
-from lost.methods.found import FoundResult
-from lost.methods.lost import cells_to_box
-from lost.methods.tokencut import TokenCutResult
+from lost.geometry import cells_to_box
+
+if TYPE_CHECKING:  # result types only; the methods draw through lost.viz, never the reverse
+    from lost.methods.found import FoundResult
+    from lost.methods.tokencut import TokenCutResult
 
 BOX_COLOR = (255, 32, 32)
 SEED_BOX_COLOR = (40, 120, 255)

@@ -1,0 +1,91 @@
+"""DINO-seg, the baseline of the LOST paper: the box of the largest component of the patches that
+hold the top 60% of one attention head's CLS attention (DINO's visualization threshold).
+
+``cls_attention: (heads, N)`` over a grid ``(h, w)``; the box ``[x1, y1, x2, y2]`` is in pixels of
+the unpadded image, x2/y2 exclusive.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from lost.backbones import BackboneSpec, Features
+from lost.errors import LostError
+from lost.geometry import as_grid, cells_to_box, largest_component_cells
+from lost.methods.entry import flag
+
+DINOSEG_MASS = 0.6
+"""Share of the CLS attention mass kept by DINO-seg (DINO's official threshold)."""
+
+
+def top_mass_mask(attention: torch.Tensor, mass: float = DINOSEG_MASS) -> torch.Tensor:
+    """Patches that together hold the top ``mass`` share of an attention distribution.
+
+    attention: (N,) non-negative. Returns (N,) bool: sorted by increasing attention, a patch is
+    kept when the normalized cumulative sum up to and including it exceeds ``1 - mass``.
+    """
+    values, indices = torch.sort(attention.float())
+    cumulative = torch.cumsum(values / values.sum(), dim=0)
+    keep = torch.zeros_like(cumulative, dtype=torch.bool)
+    keep[indices] = cumulative > (1 - mass)
+    return keep
+
+
+def dino_seg(
+    cls_attention: torch.Tensor,
+    grid: tuple[int, int],
+    patch_size: int,
+    image_size: tuple[int, int],
+    head: int = 4,
+) -> np.ndarray:
+    """DINO-seg baseline: box of the largest blob of one head's CLS attention.
+
+    cls_attention: (heads, N) attention of the CLS query over the N patches in the last block;
+    grid: (h, w); image_size: (H, W) unpadded. Keeps the patches holding the top 60% of the
+    head's attention mass, takes the largest 4-connected component and returns its box
+    ``[x1, y1, x2, y2]`` (pixels, x2/y2 exclusive, clipped to the image).
+    """
+    if not 0 <= head < cls_attention.shape[0]:
+        raise ValueError(f"head {head} does not exist: the model has {cls_attention.shape[0]} heads")
+    mask = as_grid(top_mass_mask(cls_attention[head]), grid)
+    rows, cols = largest_component_cells(mask)
+    scales = (int(patch_size), int(patch_size))
+    return cells_to_box(rows.min(), cols.min(), rows.max() + 1, cols.max() + 1, scales, image_size)
+
+# ----------------------------------------------------------------------------------------------
+# The method's entry: parameters, batch adapter, experiment folder
+
+
+@dataclass(frozen=True)
+class DinoSegParams:
+    head: int = field(default=4, metadata=flag("--dinoseg_head", "attention head used by DINO-seg"))
+
+
+@dataclass(frozen=True)
+class BoxResult:
+    """A method result that is only a box ``[x1, y1, x2, y2]`` (decoded pixels, x2/y2 exclusive)."""
+
+    box: np.ndarray
+
+
+def discover_dinoseg(features: Features, image_sizes: list[tuple[int, int]], params: DinoSegParams) -> list[BoxResult]:
+    """DINO-seg on a batch: features.cls_attention (B, heads, N) -> one box per image."""
+    patch_size = int(features.scales[0])
+    return [
+        BoxResult(dino_seg(heads, features.grid, patch_size, size, params.head))
+        for heads, size in zip(features.cls_attention, image_sizes, strict=True)
+    ]
+
+
+def check_dinoseg_head(params: DinoSegParams, num_heads: int) -> None:
+    """LostError when DINO-seg is asked for a head the model does not have."""
+    if not 0 <= params.head < num_heads:
+        raise LostError(f"--dinoseg_head {params.head}: the backbone has heads 0 to {num_heads - 1}")
+
+
+def dinoseg_folder(backbone: BackboneSpec, params: DinoSegParams) -> str:
+    """``vit_small-16_dinoseg-head4`` (the published name); a timm name stands as it is."""
+    return f"{backbone.label('-')}_dinoseg-head{params.head}"
