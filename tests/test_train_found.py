@@ -13,6 +13,7 @@ import train_found
 from lost.backbones import FeatureExtractor, build_model, last_attention_inputs
 from lost.data.images import image_to_tensor
 from lost.methods.found import found_batch, load_found_head, new_found_head
+from lost.training import found as found_training
 
 SIDE = 48
 
@@ -123,7 +124,7 @@ def test_without_a_loss_the_squares_stay_undiscovered(tmp_path, crafted_checkpoi
     def zero_loss(logits, *args, **kwargs):
         return (logits * 0).sum()
 
-    monkeypatch.setattr(train_found, "found_loss", zero_loss)
+    monkeypatch.setattr(found_training, "found_loss", zero_loss)
     assert train_found.main(training_args(square_images, tmp_path, crafted_checkpoint)) == 0
     head = load_found_head(tmp_path / "decoder_weights.pt", embed_dim=192)
     assert head_finds_the_squares(head, crafted_vit_tiny()) == [False] * 4
@@ -135,7 +136,7 @@ def test_killed_run_resumes_from_its_checkpoint_and_ends_with_the_same_head(
     # 6 iterations, found_bkg's loss up to iteration 2: the kill at 3 falls after the switch
     short = ("--max_iter", "6", "--stop_bkg_loss", "2")
     assert train_found.main(training_args(square_images, tmp_path / "whole", crafted_checkpoint, *short)) == 0
-    step = train_found.train_step
+    step = found_training.train_step
     done = []
 
     def killed_at_3(*args):
@@ -144,7 +145,7 @@ def test_killed_run_resumes_from_its_checkpoint_and_ends_with_the_same_head(
         done.append(args[5])
         return step(*args)
 
-    monkeypatch.setattr(train_found, "train_step", killed_at_3)
+    monkeypatch.setattr(found_training, "train_step", killed_at_3)
     with pytest.raises(KeyboardInterrupt):
         train_found.main(training_args(square_images, tmp_path / "killed", crafted_checkpoint, *short))
     assert not (tmp_path / "killed" / "decoder_weights.pt").exists()
@@ -154,7 +155,7 @@ def test_killed_run_resumes_from_its_checkpoint_and_ends_with_the_same_head(
         done.append(args[5])
         return step(*args)
 
-    monkeypatch.setattr(train_found, "train_step", counted)
+    monkeypatch.setattr(found_training, "train_step", counted)
     assert train_found.main(training_args(square_images, tmp_path / "killed", crafted_checkpoint, *short)) == 0
     assert done == list(range(6))
     whole = torch.load(tmp_path / "whole" / "decoder_weights.pt", weights_only=True)["decoder"]
@@ -179,14 +180,14 @@ def test_resuming_with_other_settings_is_a_one_line_error(tmp_path, crafted_chec
 def test_found_bkg_targets_stop_after_stop_bkg_loss_iterations(
     tmp_path, crafted_checkpoint, square_images, monkeypatch
 ):
-    loss = train_found.found_loss
+    loss = found_training.found_loss
     with_objects = []
 
     def recorded(logits, own, own_refined, objects_refined, settings):
         with_objects.append(objects_refined is not None)
         return loss(logits, own, own_refined, objects_refined, settings)
 
-    monkeypatch.setattr(train_found, "found_loss", recorded)
+    monkeypatch.setattr(found_training, "found_loss", recorded)
     argv = training_args(square_images, tmp_path, crafted_checkpoint, "--max_iter", "3", "--stop_bkg_loss", "2")
     assert train_found.main(argv) == 0
     assert with_objects == [True, True, False]
@@ -198,14 +199,14 @@ def test_found_bkg_targets_stop_after_stop_bkg_loss_iterations(
 
 def test_loss_follows_the_published_weights_and_switch():
     # logits 0 and ln 3: sigmoid 0.5 and 0.75; BCE(t=1) = ln 2 and ln 4/3, BCE(t=0) = ln 2 and ln 4
-    settings = train_found.TrainingSettings(data_dir="unused")
+    settings = found_training.TrainingSettings(data_dir="unused")
     logits = torch.tensor([[0.0, math.log(3.0)]])
     ones, zeros = torch.ones(1, 2, dtype=torch.bool), torch.zeros(1, 2, dtype=torch.bool)
     bce_ones = (math.log(2) + math.log(4 / 3)) / 2
     bce_zeros = (math.log(2) + math.log(4)) / 2
-    with_background = train_found.found_loss(logits, zeros, ones, zeros, settings)
+    with_background = found_training.found_loss(logits, zeros, ones, zeros, settings)
     assert with_background.item() == pytest.approx(1.5 * bce_ones + bce_zeros, rel=1e-6)
-    self_training = train_found.found_loss(logits, zeros, ones, None, settings)
+    self_training = found_training.found_loss(logits, zeros, ones, None, settings)
     assert self_training.item() == pytest.approx(1.5 * bce_ones + 4.0 * bce_zeros, rel=1e-6)
 
 
@@ -218,36 +219,36 @@ def test_published_schedule_is_the_default():
 
 
 def test_each_epoch_visits_every_image_once_in_batches_of_the_batch_size():
-    settings = train_found.TrainingSettings(data_dir="unused", batch_size=3)
-    epoch = [train_found.iteration_batch(iteration, 7, settings) for iteration in range(3)]
+    settings = found_training.TrainingSettings(data_dir="unused", batch_size=3)
+    epoch = [found_training.iteration_batch(iteration, 7, settings) for iteration in range(3)]
     assert [len(batch) for batch in epoch] == [3, 3, 1]
     assert sorted(index for batch in epoch for index, _ in batch) == list(range(7))
-    assert train_found.iteration_batch(1, 7, settings) == epoch[1]
-    assert train_found.iteration_batch(3, 7, settings) != epoch[0]
+    assert found_training.iteration_batch(1, 7, settings) == epoch[1]
+    assert found_training.iteration_batch(3, 7, settings) != epoch[0]
 
 
 def test_images_are_resized_on_the_shorter_side_as_published():
-    assert train_found.shorter_side_size(300, 200, 224) == (336, 224)
-    assert train_found.shorter_side_size(200, 301, 224) == (224, 337)
-    assert train_found.rescaled_square(Image.new("RGB", (90, 40)), 64, 0.1).size == (64, 64)
+    assert found_training.shorter_side_size(300, 200, 224) == (336, 224)
+    assert found_training.shorter_side_size(200, 301, 224) == (224, 337)
+    assert found_training.rescaled_square(Image.new("RGB", (90, 40)), 64, 0.1).size == (64, 64)
 
 
 def test_blur_kernel_is_opencvs_gaussian_of_a_tenth_of_the_side():
-    assert train_found.blur_kernel_size(224) == 23 and train_found.blur_kernel_size(64) == 7
+    assert found_training.blur_kernel_size(224) == 23 and found_training.blur_kernel_size(64) == 7
     pixels = np.zeros((64, 64, 3), dtype=np.uint8)
     pixels[32, 32] = 255
-    blurred = train_found.gaussian_blurred(pixels, 1.0)
+    blurred = found_training.gaussian_blurred(pixels, 1.0)
     taps = np.exp(-(np.arange(-3, 4) ** 2) / 2.0)
     taps /= taps.sum()
     assert blurred[29:36, 32, 0].tolist() == np.rint(255 * taps * taps[3]).astype(int).tolist()
 
 
 def test_views_depend_only_on_their_seed():
-    settings = train_found.TrainingSettings(data_dir="unused", crop_size=32)
+    settings = found_training.TrainingSettings(data_dir="unused", crop_size=32)
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8))
-    first = train_found.augmented_pixels(image, settings, np.random.default_rng(7))
+    first = found_training.augmented_pixels(image, settings, np.random.default_rng(7))
     assert first.shape == (32, 32, 3) and first.dtype == np.uint8
-    assert np.array_equal(first, train_found.augmented_pixels(image, settings, np.random.default_rng(7)))
+    assert np.array_equal(first, found_training.augmented_pixels(image, settings, np.random.default_rng(7)))
 
 
 # ----------------------------------------------------------------------------------------------
