@@ -2,25 +2,9 @@
 
     python train_found.py --data_dir datasets/DUTS/DUTS-TR-Image --output_dir outputs/found
 
-The DINO backbone (ViT-S/8, 300 epochs, by default) stays frozen; only the 1x1 convolution on
-its last-block keys learns, on the published schedule (valeoai/FOUND,
-``configs/found_DUTS-TR.yaml``): 500 iterations of 50 images, AdamW at 5e-2 multiplied by 0.95
-every 50 iterations. The loss is 1.5 x BCE(logits, the head's own mask refined by the
-bilateral solver) plus, for the first 100 iterations, BCE(logits, found_bkg's object mask
-refined by the bilateral solver), and afterwards 4 x BCE(logits, the head's own mask).
-Each image is resized to a shorter side of 224, rescaled by a random factor in [0.1, 3],
-resized to 224 x 224 and Gaussian-blurred half of the time (the published ``random_scale``
-strategy: it does not crop).
-
-Writes ``<output_dir>/decoder_weights.pt`` in the released format (for ``--found_weights``)
-and ``<output_dir>/last_checkpoint.pt`` after every iteration; a killed run started again
-with the same settings continues from it and ends with the same head.
-
-Differences from the published training script, on purpose: it runs exactly ``--max_iter``
-iterations (the published loop also steps at iteration 500, 501 in all, and stops after 3
-epochs on a small folder); images are drawn from a per-iteration seed, so resuming repeats
-the same batches; the bilateral solver reads the uint8 image, not the normalized tensor
-converted back.
+Writes ``<output_dir>/decoder_weights.pt`` in the released format (for ``--found_weights``) and
+``<output_dir>/last_checkpoint.pt`` after every iteration; the same command resumes a killed run.
+The schedule, the losses and the differences from the published script: :mod:`lost.training.found`.
 """
 
 from __future__ import annotations

@@ -79,6 +79,7 @@ from lost.methods.tokencut import (
     EPS,
     TIE_TOLERANCE,
     bipartition,
+    check_graph_settings,
     cosine_affinity,
     graph_weights,
     second_eigenvector,
@@ -290,12 +291,7 @@ def maskcut_batch(
     feats: (B, N, d) on any device; image_sizes: B unpadded (H, W). Each image is cut on its own,
     its (N, N) similarities computed once for all its cuts.
     """
-    if feats.shape[1] != grid[0] * grid[1]:
-        raise ValueError(f"feats hold {feats.shape[1]} patches but the grid {grid} has {grid[0] * grid[1]}")
-    if eigensolver not in EIGENSOLVERS:
-        raise ValueError(f"eigensolver {eigensolver!r} is not one of {EIGENSOLVERS}")
-    if not eps > 0:
-        raise ValueError(f"eps must be positive (got {eps}): the degrees of removed patches would be zero")
+    check_graph_settings(feats, grid, eps, eigensolver)
     if max_objects < 1:
         raise ValueError(f"max_objects must be at least 1 (got {max_objects})")
     removed_weight = float(graph_weights(torch.zeros(1, 1), tau, eps)[0, 0])

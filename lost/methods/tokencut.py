@@ -306,12 +306,7 @@ def tokencut_batch(
     feats: (B, N, d) on any device; image_sizes: B unpadded (H, W). Each image is cut on its own:
     the (N, N) graph of one image at a time is held in memory.
     """
-    if feats.shape[1] != grid[0] * grid[1]:
-        raise ValueError(f"feats hold {feats.shape[1]} patches but the grid {grid} has {grid[0] * grid[1]}")
-    if eigensolver not in EIGENSOLVERS:
-        raise ValueError(f"eigensolver {eigensolver!r} is not one of {EIGENSOLVERS}")
-    if not eps > 0:
-        raise ValueError(f"eps must be positive (got {eps}): the degrees of isolated patches would be zero")
+    check_graph_settings(feats, grid, eps, eigensolver)
     if not binary_graph and not tau > 0:
         raise ValueError(f"the weighted graph needs tau > 0 (got {tau}): weights below 0 break the cut")
     results = []
@@ -322,6 +317,17 @@ def tokencut_batch(
         box = seed_component_box(partition, seed, grid, scales, image_size)
         results.append(TokenCutResult(box=box, seed=seed, eigenvector=oriented, partition=partition, solver=solver))
     return results
+
+
+def check_graph_settings(feats: torch.Tensor, grid: tuple[int, int], eps: float, eigensolver: str) -> None:
+    """ValueError unless ``feats: (B, N, d)`` fills the grid ``(h, w)``, ``eps > 0`` (every patch
+    keeps a positive degree) and the eigensolver is known."""
+    if feats.shape[1] != grid[0] * grid[1]:
+        raise ValueError(f"feats hold {feats.shape[1]} patches but the grid {grid} has {grid[0] * grid[1]}")
+    if eigensolver not in EIGENSOLVERS:
+        raise ValueError(f"eigensolver {eigensolver!r} is not one of {EIGENSOLVERS}")
+    if not eps > 0:
+        raise ValueError(f"eps must be positive (got {eps}): a patch's degree could be zero")
 
 
 def second_eigenvector(weights: torch.Tensor, eigensolver: str) -> tuple[np.ndarray, str]:
