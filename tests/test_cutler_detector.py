@@ -203,14 +203,18 @@ def detectron2_item(item: copy_paste.AnnotatedImage):
 
 
 def seeded_batch():
-    """Three images: an empty 24 x 40 one (receiving from the last), a 32 x 48 one with 3 objects
-    (its own donor), a 40 x 32 one with 2 objects, the first mostly covered by what it could receive
-    (nothing: its donor is the empty image)."""
+    """Five images, image i receiving from image 4 - i: an empty 24 x 40 one (from the last), a
+    32 x 48 one with 3 objects (from the fourth), a 40 x 32 one with a large and a small object
+    (its own donor: its large object, pasted back, often covers half of one of its objects), a
+    32 x 32 one with an empty mask (covered fraction NaN: never receives), a 16 x 16 one (from the
+    empty image: never receives)."""
     return [
         annotated(24, 40, np.zeros((0, 24, 40)), [], seed=4),
         annotated(32, 48, [square(32, 48, 2, 12, 3, 20), square(32, 48, 10, 30, 25, 45), square(32, 48, 0, 6, 0, 6)],
                   [0, 0, 0], seed=3),
         annotated(40, 32, [square(40, 32, 5, 35, 4, 28), square(40, 32, 30, 40, 0, 10)], [0, 0], seed=5),
+        annotated(32, 32, [square(32, 32, 0, 0, 0, 0), square(32, 32, 4, 20, 4, 20)], [0, 0], seed=6),
+        annotated(16, 16, [square(16, 16, 2, 8, 2, 8), square(16, 16, 9, 15, 9, 15)], [0, 0], seed=7),
     ]  # fmt: skip
 
 
