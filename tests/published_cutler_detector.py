@@ -62,7 +62,7 @@ def droploss_stage_losses(predictions, proposals, box2box_transform, droploss_io
         gt_num_list = [0 for x in proposals]
         no_gt_found = True
     if not no_gt_found:
-        prediction_score, predictions_delta = predictions[0], predictions[1]
+        predictions_delta = predictions[1]
         proposal_boxes = Boxes.cat([x.proposal_boxes for x in proposals])
         predictions_bbox = box2box_transform.apply_deltas(predictions_delta, proposal_boxes.tensor)
         idx_start = 0
@@ -97,7 +97,9 @@ def mask_iou_matrix(x, y, mode="iou"):
     return iou_matrix
 
 
-def copy_and_paste(labeled_data, unlabeled_data, rate=1.0, random_num=True, min_ratio=0.3, max_ratio=1.0, fix_swap=False):
+def copy_and_paste(
+    labeled_data, unlabeled_data, rate=1.0, random_num=True, min_ratio=0.3, max_ratio=1.0, fix_swap=False
+):
     new_unlabeled_data = []
     for cur_labeled_data, cur_unlabeled_data in zip(labeled_data, unlabeled_data):
         cur_labeled_instances = cur_labeled_data["instances"]
@@ -131,12 +133,16 @@ def copy_and_paste(labeled_data, unlabeled_data, rate=1.0, random_num=True, min_
         h_shift = random.randint(0, unlabeled_h - h_new)
 
         cur_labeled_image_new = (
-            F.interpolate(cur_labeled_image[None, ...].float(), size=(h_new, w_new), mode="bilinear", align_corners=False)
+            F.interpolate(
+                cur_labeled_image[None, ...].float(), size=(h_new, w_new), mode="bilinear", align_corners=False
+            )
             .byte()
             .squeeze(0)
         )
         masks_new = (
-            F.interpolate(copied_masks.tensor[None, ...].float(), size=(h_new, w_new), mode="bilinear", align_corners=False)
+            F.interpolate(
+                copied_masks.tensor[None, ...].float(), size=(h_new, w_new), mode="bilinear", align_corners=False
+            )
             .bool()
             .squeeze(0)
         )
@@ -255,7 +261,7 @@ def self_training_annotations(predictions, pseudo_ann_dict, threshold):
             merged_anns += anns_pred + selected_pseudo
         except RuntimeError:
             merged_anns += anns_pseudo
-    for key in pred_image_to_anns:
+    for key in pred_image_to_anns:  # noqa: PLC0206  (as published)
         if key not in pseudo_image_to_anns:
             merged_anns += pred_image_to_anns[key]
 

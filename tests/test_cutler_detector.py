@@ -62,7 +62,9 @@ def test_weighted_loss_averages_over_all_proposals():
     ce0 = -torch.log_softmax(scores[0], 0)[0]
     loss = droploss.weighted_classification_loss(scores, classes, torch.tensor([1.0, 0.0]))
     assert loss.item() == pytest.approx(ce0.item() / 2)
-    assert droploss.weighted_classification_loss(torch.zeros(0, 2), torch.zeros(0, dtype=torch.long), torch.zeros(0)) == 0
+    assert (
+        droploss.weighted_classification_loss(torch.zeros(0, 2), torch.zeros(0, dtype=torch.long), torch.zeros(0)) == 0
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -80,7 +82,7 @@ def synthetic_proposals(seed, sizes=(7, 120), with_gt=(True, True), overlapping=
     then a far box from the middle on: past row 100 in the second image), random labels and
     predictions; `overlapping`: one matched box over everything, small deltas."""
     generator = torch.Generator().manual_seed(seed)
-    proposals, gts = [], []
+    proposals = []
     for index, (count, has_gt) in enumerate(zip(sizes, with_gt)):
         xy = torch.rand(count, 2, generator=generator) * 20
         wh = 5 + torch.rand(count, 2, generator=generator) * 15
@@ -224,7 +226,9 @@ def test_copy_paste_on_a_seeded_batch_equals_the_published_one(seed):
     random.seed(seed)
     np.random.seed(seed)
     expected = published.copy_and_paste(copy.deepcopy(batch[::-1]), copy.deepcopy(batch), fix_swap=True)
-    ours = mapper.copy_paste_inputs(batch, copy_paste.CopyPasteParams(), random.Random(seed), np.random.RandomState(seed))
+    ours = mapper.copy_paste_inputs(
+        batch, copy_paste.CopyPasteParams(), random.Random(seed), np.random.RandomState(seed)
+    )
     for mine, theirs in zip(ours, expected, strict=True):
         assert torch.equal(mine["image"], theirs["image"])
         assert torch.equal(mine["instances"].gt_masks.tensor, theirs["instances"].gt_masks.tensor)
@@ -250,7 +254,11 @@ def test_the_published_empty_recipient_boxes_swap_the_offsets():
 
 
 def test_copy_paste_draws_depend_on_seed_rank_and_iteration_only():
-    first, again, other = (mapper.step_generators(0, 0, 5), mapper.step_generators(0, 0, 5), mapper.step_generators(0, 1, 5))
+    first, again, other = (
+        mapper.step_generators(0, 0, 5),
+        mapper.step_generators(0, 0, 5),
+        mapper.step_generators(0, 1, 5),
+    )
     assert first[0].random() == again[0].random() != other[0].random()
     assert first[1].randint(1 << 30) == again[1].randint(1 << 30)
 
@@ -266,7 +274,11 @@ def rle(mask):
 
 def annotation(image_id, mask, **extra):
     ys, xs = np.nonzero(mask)
-    bbox = [float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1)] if len(xs) else [0.0, 0.0, 0.0, 0.0]
+    bbox = (
+        [float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1)]
+        if len(xs)
+        else [0.0, 0.0, 0.0, 0.0]
+    )
     return {"image_id": image_id, "category_id": 1, "bbox": bbox, "segmentation": rle(mask), **extra}
 
 
@@ -311,7 +323,9 @@ def test_the_merge_keeps_predictions_and_the_masks_they_do_not_cover():
     assert [(a["image_id"], a.get("score"), a["id"]) for a in merged] == [
         (1, 0.9, 1), (1, None, 2), (1, None, 3), (2, None, 4), (4, None, 5), (3, 0.7, 6)
     ]  # fmt: skip
-    assert [a.get("segmentation") == previous["annotations"][i]["segmentation"] for a, i in ((merged[1], 2), (merged[2], 3))]
+    assert [
+        a.get("segmentation") == previous["annotations"][i]["segmentation"] for a, i in ((merged[1], 2), (merged[2], 3))
+    ]
     assert (merged[0]["area"], merged[0]["width"], merged[0]["height"], merged[0]["iscrowd"]) == (100.0, 10, 20, 0)
 
 

@@ -80,7 +80,12 @@ def test_the_self_training_config_turns_droploss_off_and_starts_from_round_one()
     cfg = config("cascade_mask_rcnn_R_50_FPN_self_train")
     assert cfg.MODEL.ROI_HEADS.NAME == "CustomCascadeROIHeads" and not cfg.MODEL.ROI_HEADS.USE_DROPLOSS
     assert cfg.MODEL.WEIGHTS == "outputs/CutLER_cascade_mask_rcnn_R_50_FPN/model_final.pth"
-    assert (cfg.SOLVER.BASE_LR, cfg.SOLVER.STEPS, cfg.SOLVER.MAX_ITER, cfg.SOLVER.GAMMA) == (0.005, (79999,), 80000, 1.0)
+    assert (cfg.SOLVER.BASE_LR, cfg.SOLVER.STEPS, cfg.SOLVER.MAX_ITER, cfg.SOLVER.GAMMA) == (
+        0.005,
+        (79999,),
+        80000,
+        1.0,
+    )
     assert cfg.DATALOADER.COPY_PASTE_MIN_RATIO == 0.5 and cfg.SOLVER.AMP.ENABLED
 
 
@@ -102,7 +107,9 @@ def test_every_box_predictor_applies_droploss(name, stages):
     predictors = model.roi_heads.box_predictor
     predictors = list(predictors) if stages > 1 else [predictors]
     assert len(predictors) == stages
-    assert all(isinstance(p, DropLossOutputLayers) and p.use_droploss and p.droploss_iou_thresh == 0.01 for p in predictors)
+    assert all(
+        isinstance(p, DropLossOutputLayers) and p.use_droploss and p.droploss_iou_thresh == 0.01 for p in predictors
+    )
 
 
 def test_settings_that_change_nothing_here_are_refused():
@@ -139,7 +146,9 @@ def test_a_file_without_masks_is_refused_naming_the_fix(planted, tmp_path):
     images, content = planted
     del content["annotations"][2]["segmentation"]
     path = write_json(tmp_path / "boxes.json", content)
-    with pytest.raises(LostError, match=r"boxes\.json: annotation 3 \(image 2\) has no segmentation mask; train on a file with masks"):
+    with pytest.raises(
+        LostError, match=r"boxes\.json: annotation 3 \(image 2\) has no segmentation mask; train on a file with masks"
+    ):
         coco_input.read_coco_input(path, images)
     assert coco_input.read_coco_input(path, images, require_masks=False).images
 
@@ -148,7 +157,9 @@ def test_images_missing_from_the_root_are_refused(planted, tmp_path):
     images, content = planted
     path = write_json(tmp_path / "ours.json", content)
     shutil.rmtree(images / "b")
-    with pytest.raises(LostError, match=r"ours\.json: 2 of 4 images are not in .*images \(b/2\.jpg, b/3\.jpg\); pass --image_root"):
+    with pytest.raises(
+        LostError, match=r"ours\.json: 2 of 4 images are not in .*images \(b/2\.jpg, b/3\.jpg\); pass --image_root"
+    ):
         coco_input.read_coco_input(path, images)
 
 
@@ -156,12 +167,14 @@ def test_a_mask_of_the_wrong_size_is_refused(planted, tmp_path):
     images, content = planted
     content["annotations"][0]["segmentation"]["size"] = [60, 96]
     path = write_json(tmp_path / "ours.json", content)
-    with pytest.raises(LostError, match=r"annotation 1 of image 1 \(a/0\.jpg\) has a 60 x 96 mask but the image is 64 x 96"):
+    with pytest.raises(
+        LostError, match=r"annotation 1 of image 1 \(a/0\.jpg\) has a 60 x 96 mask but the image is 64 x 96"
+    ):
         coco_input.read_coco_input(path, images)
 
 
 def test_the_script_reports_bad_inputs_in_one_line(planted, tmp_path):
-    images, content = planted
+    images, _ = planted
     done = run_script("--train_json", tmp_path / "none.json", "--image_root", images, *TINY, cwd=tmp_path)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
@@ -222,7 +235,7 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(trained, tmp_path):
 
 
 def test_eval_only_writes_rle_masks_pycocotools_reads(trained, tmp_path):
-    work, images, content, output = trained
+    _, images, content, output = trained
     test_json = write_json(tmp_path / "cutler.json", cutler_style(content))  # sizes swapped, as CutLER writes them
     done = run_script(
         "--eval-only", "--test_json", test_json, "--image_root", images, *TINY,

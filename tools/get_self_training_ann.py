@@ -20,8 +20,12 @@ from lost.io import safe_files
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--new-pred", type=Path, default=Path("output/inference/coco_instances_results.json"),
-                        help="the detector's predictions (coco_instances_results.json of --eval-only)")
+    parser.add_argument(
+        "--new-pred",
+        type=Path,
+        default=Path("output/inference/coco_instances_results.json"),
+        help="the detector's predictions (coco_instances_results.json of --eval-only)",
+    )
     parser.add_argument("--prev-ann", type=Path, required=True, help="the pseudo-label file of the previous round")
     parser.add_argument("--save-path", type=Path, required=True, help="where to write the merged file")
     parser.add_argument("--threshold", type=float, default=0.7, help="confidence score threshold (default 0.7)")

@@ -6,3 +6,8 @@ augmentation on tensors), :mod:`self_training` (the merge of predictions and pre
 :mod:`coco_input` (reading and checking a COCO instances file). detectron2 pieces:
 :mod:`roi_heads`, :mod:`mapper` and :mod:`training`.
 """
+
+import warnings
+
+# detectron2 v0.5 applies torch.jit.script at import time, which recent torch flags as deprecated.
+warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated", category=FutureWarning)

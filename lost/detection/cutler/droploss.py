@@ -75,9 +75,7 @@ def droploss_weights(
     return (torch.cat(ious) > iou_thresh).float()
 
 
-def weighted_classification_loss(
-    scores: torch.Tensor, gt_classes: torch.Tensor, weights: torch.Tensor
-) -> torch.Tensor:
+def weighted_classification_loss(scores: torch.Tensor, gt_classes: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Mean over all proposals of ``weights * cross_entropy``.
 
     scores: (R, K + 1) logits, gt_classes: (R,) in [0, K], weights: (R,). Zero proposals give 0

@@ -27,11 +27,7 @@ def annotated_image(item: dict) -> AnnotatedImage:
     with ``gt_boxes``, ``gt_classes`` and, when it has objects, ``gt_masks`` BitMasks)."""
     image, instances = item["image"], item["instances"]
     _, height, width = image.shape
-    masks = (
-        instances.gt_masks.tensor
-        if instances.has("gt_masks")
-        else torch.zeros(0, height, width, dtype=torch.bool)
-    )
+    masks = instances.gt_masks.tensor if instances.has("gt_masks") else torch.zeros(0, height, width, dtype=torch.bool)
     return AnnotatedImage(image, masks.bool(), instances.gt_boxes.tensor, instances.gt_classes)
 
 

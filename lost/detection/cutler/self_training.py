@@ -125,10 +125,10 @@ def merge_annotations(
     pseudo = _group_by_image(previous["annotations"])
     size_of = _image_sizes(previous["images"], previous["annotations"])
     merged = []
-    for image_id, annotations in pseudo.items():
-        previous_masks = _masks(annotations, size_of, "previous annotations")
+    for image_id, image_annotations in pseudo.items():
+        previous_masks = _masks(image_annotations, size_of, "previous annotations")
         if image_id not in kept:
-            merged += annotations
+            merged += image_annotations
             continue
         predicted = _masks(kept[image_id], size_of, pred_path)
         if predicted.shape[1:] != previous_masks.shape[1:]:
@@ -136,15 +136,15 @@ def merge_annotations(
                 f"{pred_path}: the masks predicted for image {image_id} are {predicted.shape[1:]} but its previous "
                 f"masks are {previous_masks.shape[1:]}; predict on the images of the previous file"
             )
-        merged += kept[image_id] + [annotations[i] for i in previous_masks_kept(previous_masks, predicted)]
-    for image_id, annotations in kept.items():
+        merged += kept[image_id] + [image_annotations[i] for i in previous_masks_kept(previous_masks, predicted)]
+    for image_id, image_predictions in kept.items():
         if image_id not in pseudo:
-            merged += annotations
+            merged += image_predictions
     return [_renumbered(annotation, index) for index, annotation in enumerate(merged, start=1)]
 
 
 def _renumbered(annotation: dict, ann_id: int) -> dict:
-    x, y, w, h = annotation["bbox"]
+    w, h = annotation["bbox"][2:4]
     size = annotation["segmentation"].get("size") if isinstance(annotation["segmentation"], dict) else None
     fields = {"id": ann_id, "area": h * w, "iscrowd": 0}
     if size is not None:
@@ -152,7 +152,9 @@ def _renumbered(annotation: dict, ann_id: int) -> dict:
     return {**annotation, **fields}
 
 
-def self_training_file(predictions: list[dict], previous: dict, threshold: float, pred_path: str = "predictions") -> dict:
+def self_training_file(
+    predictions: list[dict], previous: dict, threshold: float, pred_path: str = "predictions"
+) -> dict:
     """The next round's pseudo-label file (steps 1-5)."""
     return {
         "info": info(),
@@ -166,9 +168,13 @@ def self_training_file(predictions: list[dict], previous: dict, threshold: float
 def read_predictions(path: Path) -> list[dict]:
     """The detections of a ``coco_instances_results.json``; LostError when it is not one or has
     no masks."""
-    content = safe_files.read_json(path, "pass --new-pred the coco_instances_results.json of --eval-only", "predictions")
+    content = safe_files.read_json(
+        path, "pass --new-pred the coco_instances_results.json of --eval-only", "predictions"
+    )
     needed = ("image_id", "score", "bbox", "segmentation")
-    if not isinstance(content, list) or any(not isinstance(p, dict) or not all(k in p for k in needed) for p in content):
+    if not isinstance(content, list) or any(
+        not isinstance(p, dict) or not all(k in p for k in needed) for p in content
+    ):
         raise LostError(
             f"{path}: not detectron2 instance results with masks (image_id, score, bbox, segmentation); "
             "predict with tools/train_net_cutler.py --eval-only and a Mask R-CNN config"
@@ -178,9 +184,13 @@ def read_predictions(path: Path) -> list[dict]:
 
 def read_previous(path: Path) -> dict:
     """The previous round's pseudo-label file (COCO instances with masks)."""
-    content = safe_files.read_json(path, "pass --prev-ann the pseudo-label file the detector was trained on", "annotations")
-    if not isinstance(content, dict) or not isinstance(content.get("images"), list) or not isinstance(
-        content.get("annotations"), list
+    content = safe_files.read_json(
+        path, "pass --prev-ann the pseudo-label file the detector was trained on", "annotations"
+    )
+    if (
+        not isinstance(content, dict)
+        or not isinstance(content.get("images"), list)
+        or not isinstance(content.get("annotations"), list)
     ):
         raise LostError(f"{path}: not a COCO instances file (images, annotations); pass the previous round's file")
     return content

@@ -23,25 +23,26 @@ import logging
 import os
 from pathlib import Path
 
-from lost.detection import training as detector_training  # detectron2 first imported here, warnings filtered
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import CfgNode
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
+from detectron2.evaluation import COCOEvaluator
+from detectron2.structures import BoxMode
+from detectron2.utils import comm
 
-from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402  (after lost.detection.training)
-from detectron2.config import CfgNode  # noqa: E402
-from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
-from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch  # noqa: E402
-from detectron2.evaluation import COCOEvaluator  # noqa: E402
-from detectron2.structures import BoxMode  # noqa: E402
-from detectron2.utils import comm  # noqa: E402
-
-from lost.detection.cutler import coco_input  # noqa: E402
-from lost.detection.cutler.copy_paste import CopyPasteParams  # noqa: E402
-from lost.detection.cutler.mapper import CopyPasteBatches  # noqa: E402
-from lost.detection.cutler.roi_heads import add_cutler_config  # noqa: E402
-from lost.errors import LostError, run_cli  # noqa: E402
-from lost.io import safe_files  # noqa: E402
+from lost.detection import training as detector_training
+from lost.detection.cutler import coco_input
+from lost.detection.cutler.copy_paste import CopyPasteParams
+from lost.detection.cutler.mapper import CopyPasteBatches
+from lost.detection.cutler.roi_heads import add_cutler_config
+from lost.errors import LostError, run_cli
+from lost.io import safe_files
 
 TRAIN_NAME, TEST_NAME = "cutler_train", "cutler_test"
-DEFAULT_CONFIG = Path(__file__).resolve().parents[3] / "tools" / "configs" / "CutLER" / "cascade_mask_rcnn_R_50_FPN.yaml"
+DEFAULT_CONFIG = (
+    Path(__file__).resolve().parents[3] / "tools" / "configs" / "CutLER" / "cascade_mask_rcnn_R_50_FPN.yaml"
+)
 COPY_PASTE_SEED = 0
 """Seed of the copy-paste draws when ``SEED`` is negative (detectron2's "random seed")."""
 
@@ -146,7 +147,9 @@ def check_config(cfg: CfgNode) -> None:
     if cfg.DATALOADER.COPY_PASTE and not cfg.MODEL.MASK_ON:
         raise LostError("config DATALOADER.COPY_PASTE True needs masks: set MODEL.MASK_ON True or COPY_PASTE False")
     if cfg.MODEL.ROI_HEADS.NUM_CLASSES != 1:
-        raise LostError(f"config MODEL.ROI_HEADS.NUM_CLASSES {cfg.MODEL.ROI_HEADS.NUM_CLASSES}: CutLER's detector is class-agnostic; set it to 1")
+        raise LostError(
+            f"config MODEL.ROI_HEADS.NUM_CLASSES {cfg.MODEL.ROI_HEADS.NUM_CLASSES}: CutLER's detector is class-agnostic; set it to 1"
+        )
 
 
 def check_inputs(args: argparse.Namespace, cfg: CfgNode) -> None:
@@ -197,7 +200,9 @@ def parse_args(argv: list[str] | None, description: str) -> argparse.Namespace:
     parser.description = description
     parser.set_defaults(config_file=str(DEFAULT_CONFIG))
     parser.add_argument("--train_json", type=Path, help="COCO instances file of the pseudo-masks to train on")
-    parser.add_argument("--image_root", type=Path, default=Path("."), help="folder the file_name of --train_json is relative to")
+    parser.add_argument(
+        "--image_root", type=Path, default=Path("."), help="folder the file_name of --train_json is relative to"
+    )
     parser.add_argument("--test_json", type=Path, help="COCO instances file of the images to predict (and evaluate)")
     parser.add_argument("--test_image_root", type=Path, help="folder of the --test_json images (default --image_root)")
     return parser.parse_args(argv)
