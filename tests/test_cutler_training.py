@@ -4,6 +4,7 @@ resumes after a simulated kill and predicts RLE masks pycocotools reads."""
 
 import json
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import pytest
 pytest.importorskip("detectron2.engine", reason="detectron2 is not installed: run bash tools/install_detectron2.sh")
 
 from cutler_fixtures import PLANTED, cutler_style, write_json, write_planted_images
+from detection_fixtures import load_tool
 from pycocotools.coco import COCO
 
 from lost.detection.cutler import coco_input
@@ -41,11 +43,16 @@ TINY = [
 
 
 def run_script(*argv, cwd):
-    done = subprocess.run(
+    """tools/train_net_cutler.py in a subprocess, on one thread (a tiny model runs several times
+    faster so on a shared CPU)."""
+    return subprocess.run(
         [sys.executable, str(ROOT / "tools" / "train_net_cutler.py"), *[str(a) for a in argv]],
-        cwd=cwd, capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    return done
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -173,11 +180,10 @@ def test_a_mask_of_the_wrong_size_is_refused(planted, tmp_path):
         coco_input.read_coco_input(path, images)
 
 
-def test_the_script_reports_bad_inputs_in_one_line(planted, tmp_path):
+def test_the_script_reports_bad_inputs_in_one_line(planted, tmp_path, capsys):
     images, _ = planted
-    done = run_script("--train_json", tmp_path / "none.json", "--image_root", images, *TINY, cwd=tmp_path)
-    assert done.returncode == 2
-    assert done.stderr.strip().splitlines() == [
+    assert cutler_training.main(["--train_json", str(tmp_path / "none.json"), "--image_root", str(images), *TINY]) == 2
+    assert capsys.readouterr().err.splitlines() == [
         f"error: {tmp_path / 'none.json'}: COCO file not found; pass --train_json / --test_json a COCO instances file"
     ]
 
@@ -234,20 +240,46 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(trained, tmp_path):
     assert min(iterations(resumed)) >= 8 and (resumed / "model_final.pth").is_file()
 
 
-def test_eval_only_writes_rle_masks_pycocotools_reads(trained, tmp_path):
-    _, images, content, output = trained
-    test_json = write_json(tmp_path / "cutler.json", cutler_style(content))  # sizes swapped, as CutLER writes them
+@pytest.fixture(scope="module")
+def predicted(trained):
+    """--eval-only of the trained model on CutLER's version of the training file (sizes swapped)."""
+    work, images, content, output = trained
+    test_json = write_json(work / "cutler.json", cutler_style(content))
     done = run_script(
         "--eval-only", "--test_json", test_json, "--image_root", images, *TINY,
-        "MODEL.WEIGHTS", output / "model_final.pth", "OUTPUT_DIR", tmp_path / "eval", cwd=tmp_path,
+        "MODEL.WEIGHTS", output / "model_final.pth", "OUTPUT_DIR", work / "eval", cwd=work,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    results = tmp_path / "eval" / "inference" / "coco_instances_results.json"
-    detections = json.loads(results.read_text())
+    assert "Traceback" not in done.stderr
+    return work / "eval" / "inference" / "coco_instances_results.json"
+
+
+def test_eval_only_writes_rle_masks_pycocotools_reads(trained, predicted, tmp_path):
+    _, _, content, _ = trained
+    detections = json.loads(predicted.read_text())
     assert detections and {d["category_id"] for d in detections} == {1}
-    gt = COCO(str(write_json(tmp_path / "ours.json", content)))
-    loaded = gt.loadRes(str(results))
+    loaded = COCO(str(write_json(tmp_path / "ours.json", content))).loadRes(str(predicted))
     sizes = {image["id"]: [image["height"], image["width"]] for image in content["images"]}
     for detection in loaded.dataset["annotations"]:
-        assert detection["segmentation"]["size"] == sizes[detection["image_id"]]
+        assert detection["segmentation"]["size"] == sizes[detection["image_id"]]  # true sizes, not CutLER's
         assert isinstance(detection["segmentation"]["counts"], str) and 0 <= detection["score"] <= 1
+
+
+def test_the_predictions_merge_into_the_next_rounds_training_file(trained, predicted, tmp_path):
+    work, images, _, _ = trained
+    merge = load_tool("get_self_training_ann")
+    argv = [
+        "--new-pred",
+        str(predicted),
+        "--prev-ann",
+        str(work / "cutler.json"),
+        "--save-path",
+        str(tmp_path / "r1.json"),
+    ]
+    assert merge.main([*argv, "--threshold", "0.0"]) == 0
+    merged = json.loads((tmp_path / "r1.json").read_text())
+    assert [a["id"] for a in merged["annotations"]] == list(range(1, len(merged["annotations"]) + 1))
+    assert merged["images"] == json.loads((work / "cutler.json").read_text())["images"]
+    round_one = coco_input.read_coco_input(tmp_path / "r1.json", images)
+    assert round_one.sizes_swapped
+    assert sum(len(a) for a in round_one.annotations.values()) == len(merged["annotations"])
