@@ -117,6 +117,9 @@ def test_every_box_predictor_applies_droploss(name, stages):
     assert all(
         isinstance(p, DropLossOutputLayers) and p.use_droploss and p.droploss_iou_thresh == 0.01 for p in predictors
     )
+    if stages > 1:  # each stage moves boxes with its own weights
+        expected = [(10.0, 10.0, 5.0, 5.0), (20.0, 20.0, 10.0, 10.0), (30.0, 30.0, 15.0, 15.0)]
+        assert [tuple(p.box2box_transform.weights) for p in predictors] == expected
 
 
 def test_settings_that_change_nothing_here_are_refused():
