@@ -183,6 +183,38 @@ def test_a_mask_of_the_wrong_size_is_refused(planted, tmp_path):
         coco_input.read_coco_input(path, images)
 
 
+def test_a_file_mixing_true_and_swapped_sizes_is_a_mask_of_the_wrong_size(planted, tmp_path):
+    images, content = planted
+    image = content["images"][1]
+    image["width"], image["height"] = image["height"], image["width"]  # only a/1.jpg swapped
+    path = write_json(tmp_path / "mixed.json", content)
+    with pytest.raises(
+        LostError, match=r"annotation 3 of image 2 \(a/1\.jpg\) has a 96 x 64 mask but the image is 64 x 96"
+    ):
+        coco_input.read_coco_input(path, images)
+
+
+def test_a_test_file_with_several_categories_is_evaluated_through_a_one_category_copy(planted, tmp_path):
+    images, content = planted
+    swapped = cutler_style(content)
+    content["categories"].append({"id": 7, "name": "dog"})
+    content["annotations"][0]["category_id"] = 7
+    test = coco_input.read_coco_input(write_json(tmp_path / "gt.json", content), images, require_masks=False)
+    path, category = cutler_training.evaluation_gt(test, tmp_path / "out")
+    copied = json.loads(path.read_text())
+    assert (path.parent, category) == (tmp_path / "out" / "inference", 1)
+    assert copied["categories"] == [{"id": 1, "name": "fg", "supercategory": "fg"}]
+    assert {a["category_id"] for a in copied["annotations"]} == {1} and copied["images"] == content["images"]
+    single = coco_input.read_coco_input(write_json(tmp_path / "one.json", swapped), images)  # one category, swapped
+    assert cutler_training.evaluation_gt(single, tmp_path / "out2")[1] == 1
+    assert (
+        json.loads((tmp_path / "out2" / "inference" / "cutler_test_class_agnostic_gt.json").read_text())["images"]
+        == (content["images"])
+    )
+    ours = coco_input.read_coco_input(write_json(tmp_path / "ours.json", cutler_style(swapped)), images)
+    assert cutler_training.evaluation_gt(ours, tmp_path / "out3") == (tmp_path / "ours.json", 1)
+
+
 def test_the_script_reports_bad_inputs_in_one_line(planted, tmp_path, capsys):
     images, _ = planted
     assert cutler_training.main(["--train_json", str(tmp_path / "none.json"), "--image_root", str(images), *TINY]) == 2
