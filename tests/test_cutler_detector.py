@@ -263,6 +263,24 @@ def test_copy_paste_draws_depend_on_seed_rank_and_iteration_only():
     assert first[1].randint(1 << 30) == again[1].randint(1 << 30)
 
 
+def test_the_loader_wrapper_pastes_with_the_generators_of_the_current_iteration():
+    batches = [[detectron2_item(item) for item in seeded_batch()] for _ in range(2)]
+    iteration = iter([7, 8])
+    current = {"iter": 0}
+
+    def trainer_iter():
+        current["iter"] = next(iteration)
+        return current["iter"]
+
+    wrapped = list(mapper.CopyPasteBatches(batches, copy_paste.CopyPasteParams(), 3, 1, trainer_iter))
+    for step, (batch, out) in enumerate(zip(batches, wrapped, strict=True)):
+        expected = mapper.copy_paste_inputs(
+            batch, copy_paste.CopyPasteParams(), *mapper.step_generators(3, 1, 7 + step)
+        )
+        assert all(torch.equal(a["image"], b["image"]) for a, b in zip(out, expected, strict=True))
+        assert any(not torch.equal(a["image"], b["image"]) for a, b in zip(out, batch, strict=True))
+
+
 # ----------------------------------------------------------------------------------------------
 # Self-training merge
 
