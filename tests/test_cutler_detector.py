@@ -265,14 +265,8 @@ def test_copy_paste_draws_depend_on_seed_rank_and_iteration_only():
 
 def test_the_loader_wrapper_pastes_with_the_generators_of_the_current_iteration():
     batches = [[detectron2_item(item) for item in seeded_batch()] for _ in range(2)]
-    iteration = iter([7, 8])
-    current = {"iter": 0}
-
-    def trainer_iter():
-        current["iter"] = next(iteration)
-        return current["iter"]
-
-    wrapped = list(mapper.CopyPasteBatches(batches, copy_paste.CopyPasteParams(), 3, 1, trainer_iter))
+    iterations = iter([7, 8])  # the trainer's iteration when each batch is drawn
+    wrapped = list(mapper.CopyPasteBatches(batches, copy_paste.CopyPasteParams(), 3, 1, lambda: next(iterations)))
     for step, (batch, out) in enumerate(zip(batches, wrapped, strict=True)):
         expected = mapper.copy_paste_inputs(
             batch, copy_paste.CopyPasteParams(), *mapper.step_generators(3, 1, 7 + step)
