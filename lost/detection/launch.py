@@ -3,14 +3,16 @@ missing detectron2 is one line naming how to install it."""
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 
-def run_training_script(description: str, argv: list[str] | None = None) -> int:
-    """What ``tools/train_net_for_LOST_*.py`` run: ``lost.detection.training.main``, imported here so
-    that a missing detectron2 is one line naming how to install it."""
+def run_training_script(description: str, argv: list[str] | None = None, entry: str = "training") -> int:
+    """What ``tools/train_net_*.py`` run: ``lost.detection.<entry>.main`` (``training``: the LOST
+    paper's Faster R-CNN; ``cutler.training``: CutLER's detector), imported here so that a missing
+    detectron2 is one line naming how to install it."""
     try:
-        from lost.detection import training as detector_training
+        module = importlib.import_module(f"lost.detection.{entry}")
     except ImportError as exc:
         print(
             f"error: detectron2 cannot be imported ({exc}); install it with bash tools/install_detectron2.sh "
@@ -18,4 +20,4 @@ def run_training_script(description: str, argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    return detector_training.main(argv, description=description)
+    return module.main(argv, description=description)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 # detectron2 v0.5 applies torch.jit.script at import time, which recent torch flags as deprecated.
@@ -113,11 +114,14 @@ class Trainer(DefaultTrainer):
         return COCOEvaluator(dataset_name, tasks=("bbox",), output_dir=output_folder, use_fast_impl=False)
 
 
-def load_config(config_file: str, opts: list[str]) -> CfgNode:
-    """detectron2's defaults, then the yaml file, then the command-line `opts` (KEY VALUE ...)."""
+def load_config(config_file: str, opts: list[str], add_keys: Callable[[CfgNode], CfgNode] | None = None) -> CfgNode:
+    """detectron2's defaults (plus the keys `add_keys` adds), then the yaml file, then the
+    command-line `opts` (KEY VALUE ...)."""
     if not Path(config_file).is_file():
         raise LostError(f"--config-file {config_file!r}: no such file; pass one of tools/configs/*.yaml")
     cfg = get_cfg()
+    if add_keys is not None:
+        add_keys(cfg)
     cfg.merge_from_file(config_file)
     try:
         cfg.merge_from_list(opts)
@@ -144,6 +148,12 @@ def check_inputs(cfg: CfgNode, prepared_dir: Path, resume: bool) -> None:
         path = dataset.path(prepared_dir)
         if not path.is_file():
             raise LostError(f"{path}: prepared file of {name} not found; write it with python {dataset.command}")
+    check_weights(cfg, resume)
+
+
+def check_weights(cfg: CfgNode, resume: bool) -> None:
+    """LostError when MODEL.WEIGHTS is a missing local file and no checkpoint of OUTPUT_DIR is
+    resumed (an empty MODEL.WEIGHTS means random initial weights)."""
     weights = cfg.MODEL.WEIGHTS
     resumable = resume and (Path(cfg.OUTPUT_DIR) / "last_checkpoint").is_file()
     if weights and "://" not in weights and not Path(weights).is_file() and not resumable:
