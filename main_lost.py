@@ -36,7 +36,7 @@ from lost.eval.metrics import CorLocMeter, evaluate_corloc, is_correct_localizat
 from lost.io.journal import Journal, merge_journals
 from lost.io.safe_files import ScoredBoxes, atomic_write, write_predictions, write_scored_predictions
 from lost.methods import METHODS, PICTURE_KINDS, Method, add_method_flags, method_entry, params_from_args
-from lost.report import report
+from lost import report
 from lost.run_spec import RunSpec
 from lost.viz.pictures import save_png
 

@@ -40,8 +40,8 @@ from lost.errors import LostError
 from lost.eval import metrics
 from lost.io import safe_files
 from lost.methods import LostParams
-from lost.report import report
-from lost.report.report import ReportImage, ReportRun, RunInfo
+from lost import report
+from lost.report import ReportImage, ReportRun, RunInfo, plots
 from lost.run_spec import RunSpec
 
 SIZE = (100, 100)
@@ -307,7 +307,7 @@ def test_rebuilding_removes_thumbnails_of_an_earlier_sample(tmp_path):
 
 def test_thumbnail_of_a_small_image_is_scaled_up_before_drawing():
     # 100 x 100 grey canvas (no file) to 200 x 200: [10, 10, 60, 60] is drawn at [20, 20, 120, 120].
-    picture = report.report_plots.thumbnail(None, SIZE, [(np.array([10, 10, 60, 60]), (255, 0, 0), 2)], 200)
+    picture = plots.thumbnail(None, SIZE, [(np.array([10, 10, 60, 60]), (255, 0, 0), 2)], 200)
     pixels = np.asarray(picture).astype(int)
     assert picture.size == (200, 200)
     assert tuple(pixels[20, 60]) == (255, 0, 0) and tuple(pixels[119, 60]) == (255, 0, 0)
@@ -317,7 +317,7 @@ def test_thumbnail_of_a_small_image_is_scaled_up_before_drawing():
 def test_thumbnail_scales_boxes_to_the_picture(tmp_path):
     path = tmp_path / "big.jpg"
     Image.new("RGB", (400, 300), (20, 20, 30)).save(path, quality=95)
-    picture = report.report_plots.thumbnail(path, (300, 400), [(np.array([100, 100, 200, 200]), (255, 0, 0), 2)], 200)
+    picture = plots.thumbnail(path, (300, 400), [(np.array([100, 100, 200, 200]), (255, 0, 0), 2)], 200)
     pixels = np.asarray(picture).astype(int)
     assert picture.size == (200, 150)
     assert pixels[50, 75, 0] > 200 and pixels[50, 75, 1] < 60  # top edge of [50, 50, 100, 100]
