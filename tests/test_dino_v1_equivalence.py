@@ -16,7 +16,8 @@ import pytest
 import timm
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageDraw
+from PIL import Image
+from synthetic_images import draw_scene
 
 from lost import backbones
 from lost.backbones import FeatureExtractor
@@ -102,16 +103,7 @@ def peaked_dino_vit(arch: str, patch: int, seed: int) -> torch.nn.Module:
 
 def scene(width: int, height: int, seed: int) -> Image.Image:
     """A smooth background with three coloured ellipses."""
-    rng = np.random.default_rng(seed)
-    ramp = np.linspace(0, 1, width)[None, :, None] * rng.uniform(40, 200, size=(1, 1, 3))
-    noise = rng.normal(0, 10, size=(height, width, 3))
-    image = Image.fromarray(np.clip(ramp + 30 + noise, 0, 255).astype(np.uint8))
-    draw = ImageDraw.Draw(image)
-    for _ in range(3):
-        x1, y1 = rng.integers(0, width // 2), rng.integers(0, height // 2)
-        x2, y2 = x1 + rng.integers(width // 5, width // 2), y1 + rng.integers(height // 5, height // 2)
-        draw.ellipse([x1, y1, x2, y2], fill=tuple(int(c) for c in rng.integers(0, 255, 3)))
-    return image
+    return draw_scene(np.random.default_rng(seed), width, height)
 
 
 def padded_scenes(patch: int) -> list[tuple[torch.Tensor, tuple[int, int]]]:
