@@ -144,6 +144,20 @@ def _xywh(box: np.ndarray) -> list[float]:
     return [x1, y1, x2 - x1, y2 - y1]
 
 
+def _box_annotation(annotation_id: int, image_id: int, box: np.ndarray, **fields: object) -> dict:
+    """A COCO annotation of category 1 for `box` [x1, y1, x2, y2] (as ``bbox`` [x, y, w, h] and
+    its ``area``), followed by `fields`."""
+    xywh = _xywh(box)
+    return {
+        "id": annotation_id,
+        "image_id": image_id,
+        "category_id": 1,
+        "bbox": xywh,
+        "area": xywh[2] * xywh[3],
+        **fields,
+    }
+
+
 def _coco_index(images: list[dict], annotations: list[dict]) -> COCO:
     """A pycocotools index of one category ("object", id 1) built in memory, prints silenced."""
     from pycocotools.coco import COCO
@@ -165,17 +179,9 @@ def _ground_truth_annotations(records: list[ImageRecord]) -> list[dict]:
         regions = [(box, 0, flag) for box, flag in zip(record.gt_boxes, difficult, strict=True)]
         regions += [(box, 1, False) for box in crowds]
         for box, crowd, is_difficult in regions:
-            xywh = _xywh(box)
+            annotation_id = len(annotations) + 1
             annotations.append(
-                {
-                    "id": len(annotations) + 1,
-                    "image_id": image_id,
-                    "category_id": 1,
-                    "bbox": xywh,
-                    "area": xywh[2] * xywh[3],
-                    "iscrowd": crowd,
-                    "difficult": bool(is_difficult),
-                }
+                _box_annotation(annotation_id, image_id, box, iscrowd=crowd, difficult=bool(is_difficult))
             )
     return annotations
 
@@ -188,18 +194,7 @@ def _detection_annotations(records: list[ImageRecord], predictions: Mapping[str,
         if found is None:
             continue
         for box, score in zip(found.boxes, found.scores, strict=True):
-            xywh = _xywh(box)
-            detections.append(
-                {
-                    "id": len(detections) + 1,
-                    "image_id": image_id,
-                    "category_id": 1,
-                    "bbox": xywh,
-                    "area": xywh[2] * xywh[3],
-                    "iscrowd": 0,
-                    "score": float(score),
-                }
-            )
+            detections.append(_box_annotation(len(detections) + 1, image_id, box, iscrowd=0, score=float(score)))
     return detections
 
 
