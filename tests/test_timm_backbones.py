@@ -13,7 +13,7 @@ import pytest
 import timm
 import torch
 import torch.nn.functional as F
-from conftest import write_noise_images
+from conftest import DEVICE_FLAGS, write_noise_images
 
 import main_lost
 from lost import backbones
@@ -366,7 +366,7 @@ def test_main_lost_runs_a_dinov2_checkpoint_with_registers(tmp_path, dinov2_reg_
     write_noise_images(tmp_path / "images", [(64, 48), (48, 64), (50, 40)])
     code = main_lost.main([
         "--image_path", str(tmp_path / "images"), "--arch", DINOV2_REG, "--pretrained_weights", dinov2_reg_checkpoint,
-        "--output_dir", str(tmp_path / "out"), "--num_workers", "0", "--device", "cpu", *method_flags,
+        "--output_dir", str(tmp_path / "out"), "--num_workers", "0", *DEVICE_FLAGS, *method_flags,
     ])
     assert code == 0
     preds = read_predictions(tmp_path / "out" / "images" / folder / "preds.pkl")
