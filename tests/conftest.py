@@ -27,6 +27,11 @@ TEST_DEVICE = torch.device(os.environ.get("LOST_TEST_DEVICE", "cpu"))
 """Where the tests run models and methods: ``LOST_TEST_DEVICE`` (cpu, cuda, cuda:N), default cpu."""
 if TEST_DEVICE.type == "cuda" and not torch.cuda.is_available():
     raise pytest.UsageError(f"LOST_TEST_DEVICE={TEST_DEVICE}: CUDA is not available; unset it to test on the CPU")
+if TEST_DEVICE.type == "cuda":
+    # full float32 products and convolutions (no TF32), so that GPU results meet the tolerances
+    # at which the tests compare them with float32 references computed on the CPU
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
 
 needs_cuda = pytest.mark.skipif(
     TEST_DEVICE.type != "cuda", reason="a GPU-only branch: run with LOST_TEST_DEVICE=cuda on a machine with a GPU"

@@ -16,6 +16,7 @@ import pytest
 import timm
 import torch
 import torch.nn.functional as F
+from conftest import TEST_DEVICE
 from PIL import Image
 from synthetic_images import draw_scene
 
@@ -137,15 +138,16 @@ def boxes_of(features: backbones.Features, size: tuple[int, int], heads: int) ->
 def test_timm_dino_vit_gives_dinos_keys_attention_and_boxes(arch, patch, heads):
     model = peaked_dino_vit(arch, patch, seed=patch + heads)
     assert isinstance(model, timm.models.vision_transformer.VisionTransformer)
-    state = model.state_dict()
-    extractor = FeatureExtractor(model, arch, patch)
+    state = {name: tensor.clone() for name, tensor in model.state_dict().items()}  # the reference runs on the CPU
+    extractor = FeatureExtractor(model.to(TEST_DEVICE), arch, patch)
     lost_boxes = []
     for image, size in padded_scenes(patch):
         keys, attention = reference_keys_and_attention(state, image, patch, heads)
         features = extractor.extract(image, frozenset({"feats", "cls_attention"}))
-        torch.testing.assert_close(features.feats, keys, rtol=1e-5, atol=1e-5 * keys.abs().max().item())
-        torch.testing.assert_close(features.cls_attention, attention, rtol=1e-3, atol=1e-4)
-        reference = backbones.Features(keys, features.grid, features.scales, attention)
+        feats, cls_attention = features.feats.cpu(), features.cls_attention.cpu()
+        torch.testing.assert_close(feats, keys, rtol=1e-5, atol=1e-5 * keys.abs().max().item())
+        torch.testing.assert_close(cls_attention, attention, rtol=1e-3, atol=1e-4)
+        reference = backbones.Features(keys.to(TEST_DEVICE), features.grid, features.scales, attention.to(TEST_DEVICE))
         expected = boxes_of(reference, size, heads)
         assert boxes_of(features, size, heads) == expected
         lost_boxes.append(expected[0])
