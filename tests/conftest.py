@@ -2,8 +2,9 @@
 
 Every test that runs a model or a method runs it on ``TEST_DEVICE``, from the environment variable
 ``LOST_TEST_DEVICE`` (default ``cpu``): ``LOST_TEST_DEVICE=cuda python -m pytest -q tests`` runs
-the suite on a GPU. Tests of what only a GPU run does (default workers and batch size, pinned
-memory, fp16, the eigensolver on the device) carry ``needs_cuda`` and are skipped on a CPU.
+the suite on a GPU, where its runs take the GPU's branches (default workers and batch size, the
+eigensolvers on the device). Tests of what only a GPU run does (pinned memory, fp16, Lanczos on
+the GPU) carry ``needs_cuda`` and are skipped on a CPU, with the reason.
 """
 
 from __future__ import annotations
@@ -62,12 +63,6 @@ def tiny_vit(patch_size: int = 8, seed: int = 0) -> DinoVisionTransformer:
     (``.to(TEST_DEVICE)`` where a test runs it on the test device)."""
     torch.manual_seed(seed)
     return DinoVisionTransformer(patch_size, embed_dim=48, depth=2, num_heads=3).eval()
-
-
-@pytest.fixture(scope="session")
-def device() -> torch.device:
-    """TEST_DEVICE, for tests that take it as a fixture."""
-    return TEST_DEVICE
 
 
 def write_noise_images(folder: Path, sizes: list[tuple[int, int]], seed: int = 0) -> list[Path]:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import on_test_device
+from conftest import needs_cuda, on_test_device
 from PIL import Image
 from published_tokencut import published_cut, published_eigenvector
 from synthetic_maps import planted_map as noisy_planted_map
@@ -332,6 +332,18 @@ def test_lanczos_solver_gives_the_published_partition(name, feats, grid, tau, bi
     # the published code solves the weighted graph in float32 (about 3 digits here), in float64 here
     tolerance = 1e-12 if binary else 1e-2 * np.abs(oriented).max()
     np.testing.assert_allclose(result.eigenvector, oriented, rtol=0, atol=tolerance)
+
+
+@needs_cuda
+def test_lanczos_runs_on_the_gpu_beside_the_features(monkeypatch):
+    devices = []
+    lanczos = tokencut.second_eigenvector_lanczos
+    monkeypatch.setattr(
+        tokencut, "second_eigenvector_lanczos", lambda weights: devices.append(weights.device.type) or lanczos(weights)
+    )
+    result = cut(vit_like_map((6, 8), np.random.default_rng(0)), (6, 8), (8, 8), (48, 64), eigensolver="auto")
+    assert result.solver == "lanczos"
+    assert devices == ["cuda"]
 
 
 def test_exact_tau_maps_hit_tau_exactly():
