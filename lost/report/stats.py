@@ -188,7 +188,7 @@ def evaluate_image(image: ReportImage, index: int) -> ImageEvaluation | None:
     """The verdict on `image` (at `index` in its run); None when the run skipped it.
 
     The IoUs, intersections and areas are computed once and shared by the hit test
-    (:func:`metrics.is_correct_localization`) and the miss kind (same rules as :func:`miss_kind`).
+    (:func:`lost.eval.metrics.is_correct_localization`) and the miss kind (same rules as :func:`miss_kind`).
     """
     if image.pred_box is None:
         return None
