@@ -28,6 +28,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from lost import report
 from lost.backbones import BackboneSpec, FeatureExtractor, load_backbone
 from lost.cli import add_method_flags, params_from_args
 from lost.data.datasets import DatasetSpec, ImageRecord, load_dataset, single_image_records
@@ -37,7 +38,6 @@ from lost.eval.metrics import CorLocMeter, evaluate_corloc, is_correct_localizat
 from lost.io.journal import Journal, merge_journals
 from lost.io.safe_files import ScoredBoxes, atomic_write, write_predictions, write_scored_predictions
 from lost.methods import METHODS, PICTURE_KINDS, Method, method_entry
-from lost.report import report
 from lost.run_spec import RunSpec
 from lost.viz.pictures import save_png
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from lost.data import datasets
 from lost.errors import LostError
-from lost.report.report import (
+from lost.report import (
     DEFAULT_GALLERY_SIZE,
     ReportRun,
     build_comparison,

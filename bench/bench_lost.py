@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from lost.backbones import FeatureExtractor, build_model, get_model, last_selfattention
 from lost.data.datasets import single_image_records
@@ -48,35 +48,9 @@ from lost.engine.discovery import DiscoveryConfig, discover
 from lost.eval.metrics import box_iou
 from tests.published_lost import published_style_lost
 from tests.published_tokencut import published_style_tokencut
+from tests.synthetic_images import VOC_SIZES, make_images
 
 ROOT = Path(__file__).resolve().parents[1]
-
-VOC_SIZES = [(500, 375)] * 8 + [(375, 500)] * 4 + [(500, 333)] * 4 + [(333, 500)] * 2 + [
-    (500, 400),
-    (500, 281),
-    (480, 360),
-    (353, 500),
-    (500, 366),
-    (400, 500),
-]
-"""(width, height) drawn in these proportions, roughly VOC07's: 500x375 and 375x500 dominate."""
-
-
-def make_images(folder: Path, count: int, sizes: list[tuple[int, int]], seed: int = 0) -> None:
-    """``count`` JPEGs with a smooth background and a few coloured shapes, sizes cycling."""
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    for index in range(count):
-        width, height = sizes[index % len(sizes)]
-        gradient = np.linspace(0, 1, width)[None, :, None] * rng.uniform(40, 200, size=(1, 1, 3))
-        noise = rng.normal(0, 12, size=(height, width, 3))
-        image = Image.fromarray(np.clip(gradient + 30 + noise, 0, 255).astype(np.uint8))
-        draw = ImageDraw.Draw(image)
-        for _ in range(3):
-            x1, y1 = rng.integers(0, width // 2), rng.integers(0, height // 2)
-            x2, y2 = x1 + rng.integers(width // 6, width // 2), y1 + rng.integers(height // 6, height // 2)
-            draw.ellipse([x1, y1, x2, y2], fill=tuple(int(c) for c in rng.integers(0, 255, 3)))
-        image.save(folder / f"{index:06d}.jpg", quality=90)
 
 
 def random_state_dict(arch: str, patch_size: int, qk_gain: float) -> dict[str, torch.Tensor]:

@@ -31,7 +31,7 @@ from PIL import Image
 
 from lost.data import datasets
 from lost.io import safe_files
-from lost.report import report
+from lost import report
 from tests.tiny_datasets import make_voc_tree
 
 ROOT = Path(__file__).resolve().parents[1]

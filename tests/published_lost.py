@@ -16,7 +16,7 @@ def published_style_lost(
 ) -> tuple[list[int], int]:
     """LOST as the published code computes it, on the whole (N, N) similarity matrix: zeroed
     diagonal and negatives, -degree sorted as float32 by the unstable descending argsort,
-    expansion over whole rows. feats: (N, d); size: (H, W). Returns (box, seed)."""
+    expansion over whole rows. feats: (N, d) on any device; size: (H, W). Returns (box, seed)."""
     similarity = feats @ feats.T
     positive = similarity.clone()
     positive.fill_diagonal_(0)
@@ -26,7 +26,7 @@ def published_style_lost(
     potentials = order[:k]
     similars = potentials[similarity[seed, potentials] > 0.0]
     expansion = torch.sum(similarity[similars, :], dim=0)
-    labels, _ = scipy.ndimage.label(expansion.reshape(grid).numpy() > 0.0)
+    labels, _ = scipy.ndimage.label(expansion.reshape(grid).cpu().numpy() > 0.0)
     rows, cols = np.nonzero(labels == labels[np.unravel_index(int(seed), grid)])
     box = [
         int(cols.min()) * patch,

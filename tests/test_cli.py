@@ -1,11 +1,13 @@
 """main_lost.py end to end: one image, VOC07, COCO20k, DINO-seg, ResNet, and its clear errors."""
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import DEVICE_FLAGS, TEST_DEVICE
 from PIL import Image
 from tiny_datasets import make_coco_tree, make_voc_tree
 
@@ -18,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_cli(*args: str) -> int:
-    return main_lost.main([*args, "--num_workers", "0", "--device", "cpu"])
+    return main_lost.main([*args, "--num_workers", "0", *DEVICE_FLAGS])
 
 
 def hand_corloc(preds: dict[str, np.ndarray], gt: dict[str, np.ndarray]) -> float:
@@ -300,3 +302,15 @@ def test_maskcut_bad_max_objects_is_one_line(tmp_path, vit_tiny_checkpoint, caps
                    "--arch", "vit_tiny", "--pretrained_weights", str(vit_tiny_checkpoint), "--output_dir", str(tmp_path))
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "--max_objects 0: must be at least 1" in err
+
+
+def test_workers_and_batch_size_default_to_the_devices_own(tmp_path, vit_tiny_checkpoint, mixed_images, monkeypatch):
+    # a CPU run decodes in 1 worker, 4 images a batch; a GPU run in up to 8 workers, 16 a batch
+    configs = []
+    make_config = main_lost.discovery_config
+    monkeypatch.setattr(main_lost, "discovery_config", lambda *args: configs.append(make_config(*args)) or configs[-1])
+    weights = ["--arch", "vit_tiny", "--pretrained_weights", str(vit_tiny_checkpoint), "--output_dir", str(tmp_path)]
+    assert main_lost.main(["--image_path", str(mixed_images), *weights, *DEVICE_FLAGS]) == 0
+    on_gpu = TEST_DEVICE.type == "cuda"
+    expected = (min(8, os.cpu_count() or 1), 16) if on_gpu else (1, 4)
+    assert [(config.num_workers, config.batch_size) for config in configs] == [expected]

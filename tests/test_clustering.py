@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_vit
+from conftest import DEVICE_FLAGS, TEST_DEVICE, tiny_vit
 from PIL import Image
 from tiny_datasets import make_voc_tree
 
@@ -225,9 +225,9 @@ def voc_predictions(tmp_path):
 
 def test_cli_clusters_and_caches(voc_predictions, monkeypatch, capsys):
     tree, pred_file = voc_predictions
-    monkeypatch.setattr(loading, "get_model", lambda *args, **kwargs: tiny_vit(patch_size=16))
+    monkeypatch.setattr(loading, "get_model", lambda *args, **kwargs: tiny_vit(patch_size=16).to(TEST_DEVICE))
     argv = ["--pred_file", str(pred_file), "--nb_clusters", "2", "--datasets_root", str(tree.datasets_root)]
-    assert cluster_for_OD.main([*argv, "--num_workers", "0"]) == 0
+    assert cluster_for_OD.main([*argv, "--num_workers", "0", *DEVICE_FLAGS]) == 0
     assert "crop features of 4 boxes saved" in capsys.readouterr().out
     labels = clustering.read_pseudo_labels(pred_file.with_name("preds_clustered_2clu.pkl"))
     assert sorted(labels) == tree.names
@@ -235,7 +235,7 @@ def test_cli_clusters_and_caches(voc_predictions, monkeypatch, capsys):
     assert all(len(entries) == 1 for entries in labels.values())
     np.testing.assert_array_equal(labels["000001.jpg"][0].box, tree.gt["000001.jpg"][0])
     monkeypatch.setattr(loading, "get_model", lambda *args, **kwargs: pytest.fail("features are cached"))
-    assert cluster_for_OD.main([*argv, "--num_workers", "0"]) == 0
+    assert cluster_for_OD.main([*argv, "--num_workers", "0", *DEVICE_FLAGS]) == 0
     assert "loaded from" in capsys.readouterr().out
     again = clustering.read_pseudo_labels(pred_file.with_name("preds_clustered_2clu.pkl"))
     assert {n: [e.label for e in es] for n, es in again.items()} == {n: [e.label for e in es] for n, es in labels.items()}
@@ -250,9 +250,9 @@ def test_cli_clusters_every_box_of_multi_box_predictions(tmp_path, monkeypatch, 
     }
     safe_files.write_scored_predictions(tmp_path / "maskcut", scored)
     pred_file = tmp_path / "maskcut" / "preds.pkl"
-    monkeypatch.setattr(loading, "get_model", lambda *args, **kwargs: tiny_vit(patch_size=16))
+    monkeypatch.setattr(loading, "get_model", lambda *args, **kwargs: tiny_vit(patch_size=16).to(TEST_DEVICE))
     argv = ["--pred_file", str(pred_file), "--nb_clusters", "3", "--datasets_root", str(tree.datasets_root)]
-    assert cluster_for_OD.main([*argv, "--num_workers", "0"]) == 0
+    assert cluster_for_OD.main([*argv, "--num_workers", "0", *DEVICE_FLAGS]) == 0
     assert "crop features of 6 boxes saved" in capsys.readouterr().out
     raw = safe_files.restricted_load(pred_file.with_name("preds_clustered_3clu.pkl"))
     assert raw["000004.jpg"]["predicted_bb"].tolist() == [[11, 7, 44, 40], [40, 0, 64, 20], [0, 30, 20, 48]]
@@ -268,7 +268,7 @@ def test_cli_with_a_real_vit_checkpoint(voc_predictions, vit_tiny_checkpoint):
     weights = vit_tiny_checkpoint
     argv = ["--pred_file", str(pred_file), "--nb_clusters", "3", "--datasets_root", str(tree.datasets_root)]
     argv += ["--arch", "vit_tiny", "--pretrained_weights", str(weights), "--num_workers", "0", "--whitening", "pca"]
-    assert cluster_for_OD.main(argv) == 0
+    assert cluster_for_OD.main([*argv, *DEVICE_FLAGS]) == 0
     feats = np.load(clustering.features_cache_file(pred_file, "vit_tiny", 16))["feats"]
     assert feats.shape == (4, 192)
 

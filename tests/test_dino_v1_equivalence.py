@@ -16,7 +16,9 @@ import pytest
 import timm
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageDraw
+from conftest import TEST_DEVICE
+from PIL import Image
+from synthetic_images import draw_scene
 
 from lost import backbones
 from lost.backbones import FeatureExtractor
@@ -103,16 +105,7 @@ def peaked_dino_vit(arch: str, patch: int, seed: int) -> torch.nn.Module:
 
 def scene(width: int, height: int, seed: int) -> Image.Image:
     """A smooth background with three coloured ellipses."""
-    rng = np.random.default_rng(seed)
-    ramp = np.linspace(0, 1, width)[None, :, None] * rng.uniform(40, 200, size=(1, 1, 3))
-    noise = rng.normal(0, 10, size=(height, width, 3))
-    image = Image.fromarray(np.clip(ramp + 30 + noise, 0, 255).astype(np.uint8))
-    draw = ImageDraw.Draw(image)
-    for _ in range(3):
-        x1, y1 = rng.integers(0, width // 2), rng.integers(0, height // 2)
-        x2, y2 = x1 + rng.integers(width // 5, width // 2), y1 + rng.integers(height // 5, height // 2)
-        draw.ellipse([x1, y1, x2, y2], fill=tuple(int(c) for c in rng.integers(0, 255, 3)))
-    return image
+    return draw_scene(np.random.default_rng(seed), width, height)
 
 
 def padded_scenes(patch: int) -> list[tuple[torch.Tensor, tuple[int, int]]]:
@@ -146,15 +139,16 @@ def boxes_of(features: backbones.Features, size: tuple[int, int], heads: int) ->
 def test_timm_dino_vit_gives_dinos_keys_attention_and_boxes(arch, patch, heads):
     model = peaked_dino_vit(arch, patch, seed=patch + heads)
     assert isinstance(model, timm.models.vision_transformer.VisionTransformer)
-    state = model.state_dict()
-    extractor = FeatureExtractor(model, arch, patch)
+    state = {name: tensor.clone() for name, tensor in model.state_dict().items()}  # the reference runs on the CPU
+    extractor = FeatureExtractor(model.to(TEST_DEVICE), arch, patch)
     lost_boxes = []
     for image, size in padded_scenes(patch):
         keys, attention = reference_keys_and_attention(state, image, patch, heads)
         features = extractor.extract(image, frozenset({"feats", "cls_attention"}))
-        torch.testing.assert_close(features.feats, keys, rtol=1e-5, atol=1e-5 * keys.abs().max().item())
-        torch.testing.assert_close(features.cls_attention, attention, rtol=1e-3, atol=1e-4)
-        reference = backbones.Features(keys, features.grid, features.scales, attention)
+        feats, cls_attention = features.feats.cpu(), features.cls_attention.cpu()
+        torch.testing.assert_close(feats, keys, rtol=1e-5, atol=1e-5 * keys.abs().max().item())
+        torch.testing.assert_close(cls_attention, attention, rtol=1e-3, atol=1e-4)
+        reference = backbones.Features(keys.to(TEST_DEVICE), features.grid, features.scales, attention.to(TEST_DEVICE))
         expected = boxes_of(reference, size, heads)
         assert boxes_of(features, size, heads) == expected
         lost_boxes.append(expected[0])

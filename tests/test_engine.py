@@ -1,11 +1,14 @@
-"""The batched engine gives the one-image path's boxes; its sampler and splitter do their jobs."""
+"""The batched engine gives the one-image path's boxes; its sampler and splitter do their jobs.
+
+The models run on TEST_DEVICE (``LOST_TEST_DEVICE``); on a GPU the engine pins its batches and
+runs fp16 too."""
 
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_vit
+from conftest import TEST_DEVICE, needs_cuda, tiny_vit
 
 from lost.backbones import FeatureExtractor, build_model
 from lost.data.datasets import single_image_records
@@ -16,6 +19,7 @@ from lost.engine.discovery import (
     attention_images_per_pass,
     discover,
     discover_batches,
+    make_loader,
     read_padded_sizes,
 )
 from lost.eval.metrics import box_iou
@@ -50,13 +54,13 @@ def engine_boxes(extractor: FeatureExtractor, folder: Path, config: DiscoveryCon
 
 @pytest.fixture(scope="module")
 def vit_extractor() -> FeatureExtractor:
-    return FeatureExtractor(tiny_vit(patch_size=8), "vit_tiny", 8)
+    return FeatureExtractor(tiny_vit(patch_size=8).to(TEST_DEVICE), "vit_tiny", 8)
 
 
 @pytest.fixture(scope="module")
 def resnet_extractor() -> FeatureExtractor:
     torch.manual_seed(0)
-    return FeatureExtractor(build_model("resnet50", 16, resnet_dilate=2), "resnet50", 16)
+    return FeatureExtractor(build_model("resnet50", 16, resnet_dilate=2).to(TEST_DEVICE), "resnet50", 16)
 
 
 @pytest.mark.parametrize("batch_size", [1, 3, 8])
@@ -82,12 +86,23 @@ def test_dinoseg_engine_boxes_equal_the_one_image_path(vit_extractor, mixed_imag
     assert engine_boxes(vit_extractor, mixed_images, config) == expected
 
 
-def test_bf16_boxes_stay_close_to_fp32(vit_extractor, mixed_images):
+@pytest.mark.parametrize("precision", ["bf16", pytest.param("fp16", marks=needs_cuda)])
+def test_half_precision_boxes_stay_close_to_fp32(vit_extractor, mixed_images, precision):
     fp32 = engine_boxes(vit_extractor, mixed_images, DiscoveryConfig(batch_size=4))
-    bf16 = engine_boxes(vit_extractor, mixed_images, DiscoveryConfig(batch_size=4, precision="bf16"))
-    assert fp32.keys() == bf16.keys()
-    ious = [box_iou(np.asarray(bf16[name], float), np.asarray([fp32[name]], float))[0] for name in fp32]
+    half = engine_boxes(vit_extractor, mixed_images, DiscoveryConfig(batch_size=4, precision=precision))
+    assert fp32.keys() == half.keys()
+    ious = [box_iou(np.asarray(half[name], float), np.asarray([fp32[name]], float))[0] for name in fp32]
     assert np.mean(ious) >= 0.9
+
+
+@needs_cuda
+def test_cuda_runs_decode_into_pinned_memory(vit_extractor, mixed_images):
+    records = single_image_records(mixed_images)
+    loader = make_loader(records, vit_extractor, DiscoveryConfig(batch_size=4, num_workers=2), TEST_DEVICE)
+    assert loader.pin_memory
+    batches = list(loader)
+    assert all(batch.images.is_pinned() for batch in batches if batch.images is not None)
+    assert sorted(index for batch in batches for index in batch.indices) == list(range(len(records)))
 
 
 def test_unreadable_image_is_reported_and_the_others_go_on(vit_extractor, mixed_images):

@@ -12,6 +12,7 @@ import pytest
 import scipy.ndimage
 import torch
 import torch.nn.functional as F
+from conftest import TEST_DEVICE, on_test_device
 from PIL import Image
 
 from lost.errors import LostError
@@ -88,6 +89,11 @@ def published_background_mask(cls_attention, keys, grid, threshold=0.3, epsilon=
     return background, seeds
 
 
+found_on_device = on_test_device(found)
+"""FOUND with the keys on TEST_DEVICE (the head follows them)."""
+found_batch_on_device = on_test_device(found_batch)
+
+
 def conv_head(weight, bias):
     head = new_found_head(len(weight))
     with torch.no_grad():
@@ -138,7 +144,7 @@ def test_equally_large_components_give_the_first_in_raster_order():
     for row, col in [(0, 3), (0, 4), (1, 3), (1, 4), (2, 0), (2, 1), (3, 0), (3, 1)]:
         keys[row * 5 + col] = 1.0
     head = conv_head([1.0], 0.0)
-    result = found(keys, head, grid, (8, 8), (32, 40))
+    result = found_on_device(keys, head, grid, (8, 8), (32, 40))
     assert result.box.tolist() == [24, 0, 40, 16]
     assert result.box.tolist() == published_found_box(keys, head.weight, head.bias, grid, 8, (32, 40)).tolist()
 
@@ -146,7 +152,7 @@ def test_equally_large_components_give_the_first_in_raster_order():
 def test_empty_foreground_gives_the_whole_image_where_the_published_code_raises():
     keys = torch.randn(24, 3, generator=torch.Generator().manual_seed(0))
     head = conv_head([0.0, 0.0, 0.0], -1.0)
-    result = found(keys, head, (4, 6), (8, 8), (30, 45))
+    result = found_on_device(keys, head, (4, 6), (8, 8), (30, 45))
     assert not result.mask.any()
     assert result.box.tolist() == [0, 0, 45, 30]
     with pytest.raises(ValueError):
@@ -160,7 +166,7 @@ def test_found_box_matches_the_published_inference_on_planted_keys_and_random_he
     blobs = [[(1, 1), (1, 2), (2, 1), (2, 2), (3, 2)], [(0, 5), (1, 5), (1, 6)], [(4, 0)]]
     keys = planted_keys(grid, blobs, seed=seed)
     head = conv_head(torch.randn(6, generator=g).tolist(), float(torch.randn(1, generator=g)))
-    result = found(keys, head, grid, (8, 8), image_size)
+    result = found_on_device(keys, head, grid, (8, 8), image_size)
     if not result.mask.any():
         assert result.box.tolist() == [0, 0, 53, 37]
         return
@@ -174,7 +180,7 @@ def test_batch_gives_each_image_its_own_box_and_int_boxes_for_patch_scales():
     keys = -torch.ones(2, 9, 1)
     keys[0, 0] = 1.0
     keys[1, 8] = 1.0
-    results = found_batch(keys, conv_head([1.0], 0.0), grid, (16, 16), [(48, 48), (40, 44)])
+    results = found_batch_on_device(keys, conv_head([1.0], 0.0), grid, (16, 16), [(48, 48), (40, 44)])
     assert [r.box.tolist() for r in results] == [[0, 0, 16, 16], [32, 32, 44, 40]]
     assert results[0].box.dtype == np.int64
     assert results[0].seed is None
@@ -245,7 +251,8 @@ def test_seed_similarity_is_the_seed_row_of_the_cosine_matrix():
 
 def test_one_head_has_zero_weight_so_nothing_is_background():
     # w = log(1) = 0: every weighted key is zero, so no similarity exceeds 0.3
-    results = found_background_batch(torch.randn(1, 6, 4), torch.rand(1, 1, 6), (2, 3), (8, 8), [(16, 20)])
+    keys, attention = torch.randn(1, 6, 4).to(TEST_DEVICE), torch.rand(1, 1, 6).to(TEST_DEVICE)
+    results = found_background_batch(keys, attention, (2, 3), (8, 8), [(16, 20)])
     assert results[0].mask.all()
     assert results[0].box.tolist() == [0, 0, 20, 16]
 
@@ -259,7 +266,8 @@ def test_found_bkg_boxes_the_block_that_is_not_like_the_least_attended_patch():
     keys[block] = torch.tensor([0.0, 1.0, 0.0, 1.0])
     attention = torch.full((2, 12), 0.02)
     attention[:, block] = torch.tensor([[0.2, 0.1, 0.2, 0.1], [0.05, 0.05, 0.3, 0.3]])
-    result = found_background_batch(keys[None], attention[None], grid, (16, 16), [(40, 64)])[0]
+    keys, attention = keys[None].to(TEST_DEVICE), attention[None].to(TEST_DEVICE)
+    result = found_background_batch(keys, attention, grid, (16, 16), [(40, 64)])[0]
     assert result.seed == 0
     assert result.mask.nonzero().flatten().tolist() == block
     assert result.box.tolist() == [16, 16, 48, 40]
@@ -271,7 +279,7 @@ def test_found_bkg_masks_match_the_published_background_segmentation(seed):
     grid = (5, 6)
     keys = planted_keys(grid, [[(1, 1), (1, 2), (2, 1), (2, 2)], [(3, 4), (4, 4)]], dim=12, noise=0.5, seed=seed)[None]
     attention = torch.softmax(3 * torch.randn(1, 3, 30, generator=g), dim=-1)
-    objects, _, seeds = coarse_object_masks(keys, attention)
+    objects, _, seeds = coarse_object_masks(keys.to(TEST_DEVICE), attention.to(TEST_DEVICE))
     background, published_seeds = published_background_mask(attention, keys, grid)
     assert seeds.tolist() == published_seeds.tolist()
     assert objects.view(1, *grid).tolist() == (~background).tolist()

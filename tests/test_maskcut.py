@@ -7,6 +7,7 @@ import scipy.linalg
 import scipy.ndimage
 import torch
 import torch.nn.functional as F
+from conftest import on_test_device
 from PIL import Image
 from synthetic_maps import noise_map, vit_like_map
 from synthetic_maps import planted_map as noisy_planted_map
@@ -20,6 +21,11 @@ from lost.viz.pictures import RANK_COLORS, draw_box, ranked_boxes_picture
 
 E = torch.eye(6)
 SOLVERS = ("dense", "auto")
+
+cut = on_test_device(maskcut.maskcut)
+"""MaskCut on TEST_DEVICE: there the Lanczos solves run ("auto"); the dense ones on the CPU."""
+cut_batch = on_test_device(maskcut_batch)
+reference_cut = on_test_device(tokencut)
 
 
 def planted(grid, groups, background=E[0]):
@@ -39,7 +45,7 @@ def block(rows, cols):
 
 def run(feats, grid, eigensolver="auto", scale=16, **kwargs):
     """MaskCut on an unpadded image of exactly the grid's size, `scale` pixels per cell."""
-    return maskcut.maskcut(feats, grid, (scale, scale), (grid[0] * scale, grid[1] * scale), eigensolver=eigensolver, **kwargs)
+    return cut(feats, grid, (scale, scale), (grid[0] * scale, grid[1] * scale), eigensolver=eigensolver, **kwargs)
 
 
 # --- hand-made maps ------------------------------------------------------------------------------
@@ -113,7 +119,7 @@ def test_corner_rule_takes_the_centre_when_the_seed_side_holds_the_corners(eigen
     assert result.boxes.tolist() == [[16, 16, 96, 96]]
     assert result.objects[0].corner_rule
     assert result.objects[0].seed == 8, "the first centre patch (row 1, col 1): the largest entry of -v"
-    assert tokencut(feats, (7, 7), (16, 16), (112, 112), tau=0.15, eigensolver=eigensolver).box.tolist() == [0, 0, 112, 112]
+    assert reference_cut(feats, (7, 7), (16, 16), (112, 112), tau=0.15, eigensolver=eigensolver).box.tolist() == [0, 0, 112, 112]
 
 
 def test_three_corners_on_the_seed_side_fire_the_corner_rule_two_do_not():
@@ -156,7 +162,7 @@ def test_corners_of_a_one_row_grid_count_twice():
     ids=["constant", "zeros", "all-below-tau", "two-patches"],
 )
 def test_nothing_to_cut_gives_the_whole_image_with_score_zero(feats, grid):
-    result = maskcut.maskcut(feats, grid, (16, 16), (grid[0] * 16 - 6, grid[1] * 16 - 3))
+    result = cut(feats, grid, (16, 16), (grid[0] * 16 - 6, grid[1] * 16 - 3))
     assert result.boxes.tolist() == [[0, 0, grid[1] * 16 - 3, grid[0] * 16 - 6]]
     assert result.scores.tolist() == [0.0]
     assert result.objects == ()
@@ -165,7 +171,7 @@ def test_nothing_to_cut_gives_the_whole_image_with_score_zero(feats, grid):
 @pytest.mark.parametrize("eigensolver", SOLVERS)
 def test_boxes_are_clipped_to_the_unpadded_image(eigensolver):
     feats = planted((4, 5), [(E[1], block([2, 3], [3, 4]))])
-    result = maskcut.maskcut(feats, (4, 5), (16, 16), (60, 75), eigensolver=eigensolver)
+    result = cut(feats, (4, 5), (16, 16), (60, 75), eigensolver=eigensolver)
     assert result.box.tolist() == [48, 32, 75, 60]
 
 
@@ -270,8 +276,8 @@ def test_first_box_is_tokencuts_where_the_corner_rule_does_not_fire(eigensolver)
     fired = 0
     for _, feats, grid in MAPS:
         size = (grid[0] * 8 - 5, grid[1] * 8)
-        result = maskcut.maskcut(feats, grid, (8, 8), size, tau=0.15, eigensolver=eigensolver)
-        reference = tokencut(feats, grid, (8, 8), size, tau=0.15, eigensolver=eigensolver)
+        result = cut(feats, grid, (8, 8), size, tau=0.15, eigensolver=eigensolver)
+        reference = reference_cut(feats, grid, (8, 8), size, tau=0.15, eigensolver=eigensolver)
         if result.objects and result.objects[0].corner_rule:
             fired += 1
             continue
@@ -368,7 +374,7 @@ def test_boxes_are_the_published_loops(eigensolver, max_objects):
             continue  # published: whatever LAPACK returns; here the whole image (tested above)
         size = (grid[0] * 8, grid[1] * 8 - 3)
         outputs = published_maskcut(feats, grid, 0.15, max_objects)
-        result = maskcut.maskcut(feats, grid, (8, 8), size, tau=0.15, max_objects=max_objects, eigensolver=eigensolver)
+        result = cut(feats, grid, (8, 8), size, tau=0.15, max_objects=max_objects, eigensolver=eigensolver)
         expected = published_boxes(outputs, (8, 8), size)
         assert result.boxes.tolist() == expected, name
         for item, output in zip(result.objects, outputs, strict=False):
@@ -387,9 +393,9 @@ def test_noise_maps_include_a_degenerate_one():
 def test_batch_equals_single_images():
     feats = torch.stack([feats for _, feats, grid in MAPS if grid == (6, 8)][:3])
     sizes = [(48, 64), (41, 60), (48, 57)]
-    batched = maskcut_batch(feats, (6, 8), (8, 8), sizes)
+    batched = cut_batch(feats, (6, 8), (8, 8), sizes)
     for image_feats, size, result in zip(feats, sizes, batched, strict=True):
-        single = maskcut.maskcut(image_feats, (6, 8), (8, 8), size)
+        single = cut(image_feats, (6, 8), (8, 8), size)
         assert single.boxes.tolist() == result.boxes.tolist()
         assert single.scores.tolist() == result.scores.tolist()
 
@@ -403,12 +409,12 @@ def test_batch_equals_single_images():
 )
 def test_bad_settings_are_reported(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        maskcut.maskcut(torch.randn(12, 4), (3, 4), (16, 16), (48, 64), **kwargs)
+        cut(torch.randn(12, 4), (3, 4), (16, 16), (48, 64), **kwargs)
 
 
 def test_grid_mismatch_is_reported():
     with pytest.raises(ValueError, match="grid"):
-        maskcut.maskcut(torch.randn(12, 4), (3, 5), (16, 16), (48, 80))
+        cut(torch.randn(12, 4), (3, 5), (16, 16), (48, 80))
 
 
 @pytest.mark.parametrize("kwargs, message", [({"max_objects": 0}, "--max_objects 0"), ({"eps": -1.0}, "--eps -1.0")])

@@ -1,4 +1,6 @@
-"""Tests of backbones.py: DINO's ViT, position-embedding resizing, features, weight loading."""
+"""Tests of lost.backbones: DINO's ViT, position-embedding resizing, features, weight loading.
+
+Models and images are on TEST_DEVICE (``LOST_TEST_DEVICE``), except in the tests of CPU-only code."""
 
 import argparse
 import itertools
@@ -8,26 +10,30 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
+from conftest import TEST_DEVICE
 
 from lost import backbones
 from lost.backbones import DinoVisionTransformer, FeatureExtractor, vit
 from lost.errors import LostError
 
 
-def tiny_vit(seed: int = 0, patch_size: int = 8, embed_dim: int = 16, depth: int = 2) -> DinoVisionTransformer:
+def tiny_vit(
+    seed: int = 0, patch_size: int = 8, embed_dim: int = 16, depth: int = 2, device: torch.device = TEST_DEVICE
+) -> DinoVisionTransformer:
     """A 2-block ViT trained (nominally) on a 4x4 patch grid, with weights large enough that its
-    attention is far from uniform."""
+    attention is far from uniform, drawn on the CPU and moved to `device`."""
     torch.manual_seed(seed)
     model = DinoVisionTransformer(patch_size, embed_dim, depth, num_heads=2, img_size=4 * patch_size)
     with torch.no_grad():
         for param in model.parameters():
             param.normal_(0.0, 0.3)
-    return model.eval()
+    return model.eval().to(device)
 
 
-def images(batch: int, height: int, width: int, seed: int = 1) -> torch.Tensor:
+def images(batch: int, height: int, width: int, seed: int = 1, device: torch.device = TEST_DEVICE) -> torch.Tensor:
+    """(batch, 3, height, width) standard normal values, drawn on the CPU, on `device`."""
     torch.manual_seed(seed)
-    return torch.randn(batch, 3, height, width)
+    return torch.randn(batch, 3, height, width).to(device)
 
 
 def hooked_last_qkv(model: DinoVisionTransformer, x: torch.Tensor) -> torch.Tensor:
@@ -141,9 +147,9 @@ def test_vit_blocks_use_blocked_attention_only_in_bfloat16_on_the_cpu(monkeypatc
     calls = []
     original = backbones.blocked_attention
     monkeypatch.setattr(vit, "blocked_attention", lambda *args: calls.append(1) or original(*args))
-    model = tiny_vit()
+    model = tiny_vit(device=torch.device("cpu"))
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision is not None):
-        backbones.last_attention_inputs(model, images(1, 32, 32))
+        backbones.last_attention_inputs(model, images(1, 32, 32, device=torch.device("cpu")))
     assert len(calls) == (len(model.blocks) - 1 if blocked else 0)
 
 
@@ -178,7 +184,7 @@ def test_cls_attention_of_the_extractor_gives_the_grid():
     assert grid == (3, 5)
     assert attention.shape == (1, 2, 15)
     torch.testing.assert_close(
-        attention.sum(-1), torch.ones(1, 2) - backbones.last_selfattention(model, x)[:, :, 0, 0]
+        attention.sum(-1), torch.ones(1, 2, device=TEST_DEVICE) - backbones.last_selfattention(model, x)[:, :, 0, 0]
     )
 
 
@@ -199,7 +205,7 @@ def test_a_batch_of_three_gives_the_features_of_three_single_images():
 )
 def test_resnet_grid_and_scales_follow_the_dilation(dilate, grid, scales):
     torch.manual_seed(0)
-    model = backbones.build_model("resnet50", resnet_dilate=dilate)
+    model = backbones.build_model("resnet50", resnet_dilate=dilate).to(TEST_DEVICE)
     features = FeatureExtractor(model, "resnet50", 16)(images(1, 64, 48))
     assert features.grid == grid
     assert features.scales == scales
@@ -208,7 +214,7 @@ def test_resnet_grid_and_scales_follow_the_dilation(dilate, grid, scales):
 
 def test_resnet_features_are_layer_normalized_over_each_whole_map_and_batch_independent():
     torch.manual_seed(0)
-    model = backbones.build_model("resnet50", resnet_dilate=2)
+    model = backbones.build_model("resnet50", resnet_dilate=2).to(TEST_DEVICE)
     x = images(3, 64, 48)
     feats = FeatureExtractor(model, "resnet50", 16)(x).feats
     with torch.no_grad():
@@ -216,8 +222,10 @@ def test_resnet_features_are_layer_normalized_over_each_whole_map_and_batch_inde
     mean = maps.mean(dim=(1, 2), keepdim=True)
     var = maps.var(dim=(1, 2), unbiased=False, keepdim=True)
     torch.testing.assert_close(feats, (maps - mean) / torch.sqrt(var + 1e-5), rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(feats.mean(dim=(1, 2)), torch.zeros(3), rtol=0, atol=1e-5)
-    torch.testing.assert_close(feats.var(dim=(1, 2), unbiased=False), torch.ones(3), rtol=0, atol=1e-3)
+    torch.testing.assert_close(feats.mean(dim=(1, 2)), torch.zeros(3, device=TEST_DEVICE), rtol=0, atol=1e-5)
+    torch.testing.assert_close(
+        feats.var(dim=(1, 2), unbiased=False), torch.ones(3, device=TEST_DEVICE), rtol=0, atol=1e-3
+    )
     extractor = FeatureExtractor(model, "resnet50", 16)
     for i in range(3):
         torch.testing.assert_close(feats[i : i + 1], extractor(x[i : i + 1]).feats, rtol=1e-4, atol=1e-4)
@@ -225,7 +233,7 @@ def test_resnet_features_are_layer_normalized_over_each_whole_map_and_batch_inde
 
 def test_vgg16_is_torchvision_features_without_the_last_max_pool():
     torch.manual_seed(0)
-    model = backbones.build_model("vgg16_imagenet")
+    model = backbones.build_model("vgg16_imagenet").to(TEST_DEVICE)
     assert not isinstance(model.features[-1], torch.nn.MaxPool2d)
     assert len(model.features) == 30
     features = FeatureExtractor(model, "vgg16_imagenet", 16)(images(1, 64, 48))
@@ -236,7 +244,7 @@ def test_vgg16_is_torchvision_features_without_the_last_max_pool():
 
 def test_vit_small16_is_dinos_architecture_at_real_size():
     torch.manual_seed(0)
-    model = backbones.build_model("vit_small", patch_size=16)
+    model = backbones.build_model("vit_small", patch_size=16).to(TEST_DEVICE)
     # patch embed 3*16*16*384 + 384, cls 384, pos 197*384, 12 blocks of 1,774,464, final norm 768.
     assert sum(p.numel() for p in model.parameters()) == 21_665_664
     assert isinstance(model.head, torch.nn.Identity)
@@ -254,7 +262,7 @@ def test_unpadded_images_are_refused_by_the_vit_extractor():
 
 
 def test_cls_attention_needs_a_vit():
-    model = backbones.ConvFeatures(torch.nn.Conv2d(3, 4, kernel_size=16, stride=16))
+    model = backbones.ConvFeatures(torch.nn.Conv2d(3, 4, kernel_size=16, stride=16)).to(TEST_DEVICE)
     with pytest.raises(LostError, match="needs a ViT --arch"):
         FeatureExtractor(model, "vgg16_imagenet", 16).cls_attention(images(1, 32, 32))
 

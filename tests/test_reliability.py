@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_noise_images
+from conftest import DEVICE_FLAGS, write_noise_images
 from PIL import Image
 from tiny_datasets import make_coco_tree, make_voc_tree
 
@@ -46,7 +46,7 @@ def write_bad_inputs(devkit: Path) -> None:
 
 
 def run_cli(*args: str) -> int:
-    return main_lost.main([*args, "--num_workers", "0", "--device", "cpu"])
+    return main_lost.main([*args, "--num_workers", "0", *DEVICE_FLAGS])
 
 
 def test_every_bad_input_is_skipped_or_handled_and_reported(tmp_path, vit_tiny_checkpoint, capsys):
@@ -101,7 +101,7 @@ def test_coco_image_missing_on_disk_is_skipped(tmp_path, vit_tiny_checkpoint):
 def lost_command(folder: Path, output: Path, checkpoint: Path, *extra: str) -> list[str]:
     return [
         sys.executable, str(ROOT / "main_lost.py"), "--image_path", str(folder), "--arch", "vit_tiny",
-        "--pretrained_weights", str(checkpoint), "--output_dir", str(output), "--device", "cpu",
+        "--pretrained_weights", str(checkpoint), "--output_dir", str(output), *DEVICE_FLAGS,
         "--num_workers", "0", "--batch_size", "1", *extra,
     ]
 

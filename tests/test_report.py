@@ -40,8 +40,9 @@ from lost.errors import LostError
 from lost.eval import metrics
 from lost.io import safe_files
 from lost.methods import LostParams
-from lost.report import report
-from lost.report.report import ReportImage, ReportRun, RunInfo
+from lost.report import pages, plots, runs
+from lost.report import stats as report_stats
+from lost.report.stats import ReportImage, ReportRun, RunInfo
 from lost.run_spec import RunSpec
 
 SIZE = (100, 100)
@@ -130,7 +131,7 @@ def parse_page(path: Path) -> PageParser:
 
 
 def test_headline_corloc_counts_hits_over_evaluated_images_and_skips_apart():
-    stats = report.accumulate(planted_run(), report.evaluate_run(planted_run()))
+    stats = report_stats.accumulate(planted_run(), report_stats.evaluate_run(planted_run()))
     headline = stats.headline
     assert (headline.hits, headline.evaluated, headline.skipped) == (2, 6, 1)
     assert headline.corloc == pytest.approx(100 * 2 / 6)
@@ -142,17 +143,17 @@ def test_headline_corloc_equals_the_projects_corloc_on_the_evaluated_images():
     records = [datasets.ImageRecord(image.name, Path(image.name), image.gt_boxes) for image in run.images]
     predictions = {image.name: image.pred_box for image in run.images if image.pred_box is not None}
     evaluated = [record for record in records if record.name in predictions]
-    stats = report.accumulate(run, report.evaluate_run(run))
+    stats = report_stats.accumulate(run, report_stats.evaluate_run(run))
     assert stats.headline.corloc == pytest.approx(metrics.evaluate_corloc(evaluated, predictions).value)
 
 
 def test_image_counts_once_for_each_class_it_holds_sorted_by_corloc():
-    stats = report.accumulate(planted_run(), report.evaluate_run(planted_run()))
+    stats = report_stats.accumulate(planted_run(), report_stats.evaluate_run(planted_run()))
     assert [(g.label, g.hits, g.count) for g in stats.by_class] == [("cat", 2, 3), ("dog", 1, 3), ("car", 0, 3)]
 
 
 def test_corloc_by_largest_object_share_and_by_object_count():
-    stats = report.accumulate(planted_run(), report.evaluate_run(planted_run()))
+    stats = report_stats.accumulate(planted_run(), report_stats.evaluate_run(planted_run()))
     assert [(g.label, g.hits, g.count) for g in stats.by_area] == [("small", 0, 2), ("medium", 2, 3), ("large", 0, 1)]
     assert [(g.label, g.hits, g.count) for g in stats.by_count] == [
         ("1", 1, 3),
@@ -163,7 +164,7 @@ def test_corloc_by_largest_object_share_and_by_object_count():
 
 
 def test_one_miss_of_each_kind_and_shares_of_image_area():
-    verdicts = {v.name: v for v in report.evaluate_run(planted_run())}
+    verdicts = {v.name: v for v in report_stats.evaluate_run(planted_run())}
     assert {name: v.miss_kind for name, v in verdicts.items()} == {
         "i1": None,
         "i2": "part",
@@ -179,7 +180,7 @@ def test_one_miss_of_each_kind_and_shares_of_image_area():
 
 
 def test_area_and_count_bins_at_their_edges():
-    assert [report.area_bin(share) for share in (0.0, 0.0999, 0.1, 0.3999, 0.4, 1.0)] == [
+    assert [report_stats.area_bin(share) for share in (0.0, 0.0999, 0.1, 0.3999, 0.4, 1.0)] == [
         "small",
         "small",
         "medium",
@@ -187,17 +188,17 @@ def test_area_and_count_bins_at_their_edges():
         "large",
         "large",
     ]
-    assert [report.count_bin(n) for n in (0, 1, 2, 3, 5, 6, 40)] == ["0", "1", "2", "3-5", "3-5", "6+", "6+"]
+    assert [report_stats.count_bin(n) for n in (0, 1, 2, 3, 5, 6, 40)] == ["0", "1", "2", "3-5", "3-5", "6+", "6+"]
 
 
 def test_zero_object_row_appears_only_for_images_without_boxes():
     run = planted_run()
     empty = ReportImage("e", None, np.array([0, 0, 10, 10]), boxes(), (), SIZE)
     with_empty = ReportRun(run.info, (*run.images, empty))
-    by_count = report.corloc_by_object_count(report.evaluate_run(with_empty))
+    by_count = report_stats.corloc_by_object_count(report_stats.evaluate_run(with_empty))
     assert (by_count[0].label, by_count[0].hits, by_count[0].count) == ("0", 0, 1)
-    assert report.evaluate_run(with_empty)[-1].miss_kind == "no_object"
-    assert "0" not in [g.label for g in report.corloc_by_object_count(report.evaluate_run(run))]
+    assert report_stats.evaluate_run(with_empty)[-1].miss_kind == "no_object"
+    assert "0" not in [g.label for g in report_stats.corloc_by_object_count(report_stats.evaluate_run(run))]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -247,7 +248,7 @@ GT = [[20, 20, 60, 60]]
     ],
 )
 def test_miss_kind_on_planted_boxes(pred, gt, kind):
-    assert report.miss_kind(np.array(pred), boxes(*gt)) == kind
+    assert report_stats.miss_kind(np.array(pred), boxes(*gt)) == kind
 
 
 def test_miss_kinds_partition_the_misses():
@@ -255,10 +256,10 @@ def test_miss_kinds_partition_the_misses():
     for _ in range(300):
         corners = np.sort(rng.integers(0, 100, size=(3, 2, 2)), axis=1)
         pred, gt = corners[0].reshape(4), corners[1:].reshape(2, 4)  # [[x1, y1], [x2, y2]] -> [x1, y1, x2, y2]
-        kind = report.miss_kind(pred, gt)
+        kind = report_stats.miss_kind(pred, gt)
         hit = metrics.is_correct_localization(pred, gt)
         assert (kind is None) == hit
-        assert kind is None or kind in report.MISS_KINDS
+        assert kind is None or kind in report_stats.MISS_KINDS
 
 
 # ----------------------------------------------------------------------------------------------
@@ -266,10 +267,10 @@ def test_miss_kinds_partition_the_misses():
 
 
 def test_split_quota_shares_places_round_robin_up_to_what_each_group_holds():
-    assert report.split_quota(60, [100] * 5) == [12] * 5
-    assert report.split_quota(60, [3, 100, 0, 5, 100]) == [3, 26, 0, 5, 26]
-    assert report.split_quota(60, [1, 2]) == [1, 2]
-    assert report.split_quota(0, [4, 4]) == [0, 0]
+    assert report_stats.split_quota(60, [100] * 5) == [12] * 5
+    assert report_stats.split_quota(60, [3, 100, 0, 5, 100]) == [3, 26, 0, 5, 26]
+    assert report_stats.split_quota(60, [1, 2]) == [1, 2]
+    assert report_stats.split_quota(0, [4, 4]) == [0, 0]
 
 
 def many_images(count: int, seed: int = 0) -> tuple[ReportImage, ...]:
@@ -286,13 +287,13 @@ def many_images(count: int, seed: int = 0) -> tuple[ReportImage, ...]:
 
 def test_gallery_is_a_capped_fixed_seed_sample_and_only_sampled_images_get_thumbnails(tmp_path):
     run = ReportRun(RunInfo("many.pkl"), many_images(300))
-    verdicts = report.evaluate_run(run)
-    first = report.sample_gallery(verdicts, 20, seed=3)
-    assert first == report.sample_gallery(verdicts, 20, seed=3)
-    assert first != report.sample_gallery(verdicts, 20, seed=4)
+    verdicts = report_stats.evaluate_run(run)
+    first = report_stats.sample_gallery(verdicts, 20, seed=3)
+    assert first == report_stats.sample_gallery(verdicts, 20, seed=3)
+    assert first != report_stats.sample_gallery(verdicts, 20, seed=4)
     assert sum(len(members) for members in first.values()) == 20
     assert all(verdict.group == group for group, members in first.items() for verdict in members)
-    report.build_report(run, tmp_path, gallery_size=20, seed=3)
+    pages.build_report(run, tmp_path, gallery_size=20, seed=3)
     thumbnails = sorted(path.name for path in (tmp_path / "report" / "gallery").iterdir())
     expected = sorted(f"{v.group}_{v.index:06d}.jpg" for members in first.values() for v in members)
     assert thumbnails == expected
@@ -300,14 +301,14 @@ def test_gallery_is_a_capped_fixed_seed_sample_and_only_sampled_images_get_thumb
 
 def test_rebuilding_removes_thumbnails_of_an_earlier_sample(tmp_path):
     run = ReportRun(RunInfo("many.pkl"), many_images(100))
-    report.build_report(run, tmp_path, gallery_size=30, seed=0)
-    report.build_report(run, tmp_path, gallery_size=5, seed=1)
+    pages.build_report(run, tmp_path, gallery_size=30, seed=0)
+    pages.build_report(run, tmp_path, gallery_size=5, seed=1)
     assert len(list((tmp_path / "report" / "gallery").iterdir())) == 5
 
 
 def test_thumbnail_of_a_small_image_is_scaled_up_before_drawing():
     # 100 x 100 grey canvas (no file) to 200 x 200: [10, 10, 60, 60] is drawn at [20, 20, 120, 120].
-    picture = report.report_plots.thumbnail(None, SIZE, [(np.array([10, 10, 60, 60]), (255, 0, 0), 2)], 200)
+    picture = plots.thumbnail(None, SIZE, [(np.array([10, 10, 60, 60]), (255, 0, 0), 2)], 200)
     pixels = np.asarray(picture).astype(int)
     assert picture.size == (200, 200)
     assert tuple(pixels[20, 60]) == (255, 0, 0) and tuple(pixels[119, 60]) == (255, 0, 0)
@@ -317,7 +318,7 @@ def test_thumbnail_of_a_small_image_is_scaled_up_before_drawing():
 def test_thumbnail_scales_boxes_to_the_picture(tmp_path):
     path = tmp_path / "big.jpg"
     Image.new("RGB", (400, 300), (20, 20, 30)).save(path, quality=95)
-    picture = report.report_plots.thumbnail(path, (300, 400), [(np.array([100, 100, 200, 200]), (255, 0, 0), 2)], 200)
+    picture = plots.thumbnail(path, (300, 400), [(np.array([100, 100, 200, 200]), (255, 0, 0), 2)], 200)
     pixels = np.asarray(picture).astype(int)
     assert picture.size == (200, 150)
     assert pixels[50, 75, 0] > 200 and pixels[50, 75, 1] < 60  # top edge of [50, 50, 100, 100]
@@ -335,8 +336,8 @@ def planted_report(tmp_path: Path) -> Path:
     run = planted_run(images_dir)
     other = ReportRun(RunInfo("other.pkl"), tuple(_with_gt_as_prediction(image) for image in run.images))
     out = tmp_path / "out"
-    report.build_comparison(run, other, out)
-    report.build_report(run, out, links=(("compare.html", "Comparison"),))
+    pages.build_comparison(run, other, out)
+    pages.build_report(run, out, links=(("compare.html", "Comparison"),))
     return out
 
 
@@ -399,7 +400,7 @@ def test_page_has_no_script_and_no_external_resource(planted_report):
 
 def test_html_escapes_image_and_class_names(tmp_path):
     image = ReportImage('<b>"x"</b>', None, np.array([0, 0, 10, 10]), boxes([0, 0, 10, 10]), ("<i>cat</i>",), SIZE)
-    report.build_report(ReportRun(RunInfo("<run>.pkl"), (image,)), tmp_path)
+    pages.build_report(ReportRun(RunInfo("<run>.pkl"), (image,)), tmp_path)
     text = (tmp_path / "report.html").read_text(encoding="utf-8")
     assert "<b>" not in text and "<i>" not in text and "&lt;i&gt;cat&lt;/i&gt;" in text
 
@@ -425,7 +426,7 @@ def test_comparison_counts_on_hand_built_runs():
     # A hits a, b; B skips a, hits b and c; nobody hits d.
     run_a = hand_run("a.pkl", {"a": HIT, "b": HIT, "c": MISS, "d": MISS})
     run_b = hand_run("b.pkl", {"a": None, "b": HIT, "c": HIT, "d": MISS})
-    comparison = report.compare_runs(run_a, run_b)
+    comparison = report_stats.compare_runs(run_a, run_b)
     assert (comparison.both, comparison.only_a, comparison.only_b, comparison.neither) == (1, (0,), (2,), 1)
     assert (comparison.headline_a.hits, comparison.headline_b.hits, comparison.headline_a.evaluated) == (2, 2, 4)
     # cat: a, b -> A 2/2, B 1/2 (skipped a is a miss). dog: b, c, d -> A 1/3, B 2/3. B - A: dog first.
@@ -436,7 +437,7 @@ def test_comparison_counts_on_hand_built_runs():
 def test_comparison_page_tables_and_disagreement_thumbnails(tmp_path):
     run_a = hand_run("a.pkl", {"a": HIT, "b": HIT, "c": MISS, "d": MISS})
     run_b = hand_run("b.pkl", {"a": None, "b": HIT, "c": HIT, "d": MISS})
-    report.build_comparison(run_a, run_b, tmp_path)
+    pages.build_comparison(run_a, run_b, tmp_path)
     page = parse_page(tmp_path / "compare.html")
     assert page.tables["agreement"][1:] == [
         ["both right", "1", "25.0"],
@@ -457,13 +458,13 @@ def test_comparison_page_tables_and_disagreement_thumbnails(tmp_path):
 def test_comparison_uses_the_images_both_runs_hold():
     run_a = hand_run("a.pkl", {"a": HIT, "b": HIT, "c": MISS, "d": MISS})
     run_b = hand_run("b.pkl", {"c": HIT, "d": MISS})
-    comparison = report.compare_runs(run_a, run_b)
+    comparison = report_stats.compare_runs(run_a, run_b)
     assert (comparison.headline_a.evaluated, comparison.only_b, comparison.both) == (2, (2,), 0)
 
 
 def test_comparison_of_runs_without_common_images_is_a_lost_error():
     with pytest.raises(LostError, match="no image in common"):
-        report.compare_runs(hand_run("a.pkl", {"a": HIT}), hand_run("b.pkl", {"b": HIT}))
+        report_stats.compare_runs(hand_run("a.pkl", {"a": HIT}), hand_run("b.pkl", {"b": HIT}))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -494,13 +495,13 @@ def test_report_images_take_sizes_from_headers_and_label_boxes(voc_root, tmp_pat
     unlabelled = datasets.ImageRecord("u.jpg", spec.records[0].path, spec.records[0].gt_boxes, None)
     predictions = {name: np.array(box) for name, box in VOC_PREDS.items()}
     extra = {"l.jpg": np.array([0, 0, 1, 1]), "u.jpg": np.array([0, 0, 1, 1])}
-    images = report.report_images([*spec.records, no_gt, labelled, unlabelled], {**predictions, **extra})
+    images = runs.report_images([*spec.records, no_gt, labelled, unlabelled], {**predictions, **extra})
     assert [image.name for image in images] == ["000001.jpg", "000002.jpg", "000003.jpg", "000004.jpg", "l.jpg", "u.jpg"]
     assert all(image.image_size == (48, 64) for image in images)
     assert images[1].gt_labels == spec.records[1].gt_labels and len(images[1].gt_labels) == 2
     assert images[2].pred_box is None
     assert images[4].gt_labels == ("dog",)
-    assert images[5].gt_labels == (report.UNLABELLED,) * len(spec.records[0].gt_boxes)
+    assert images[5].gt_labels == (runs.UNLABELLED,) * len(spec.records[0].gt_boxes)
 
 
 def test_with_predictions_swaps_boxes_and_reads_only_unknown_sizes(tmp_path):
@@ -508,11 +509,11 @@ def test_with_predictions_swaps_boxes_and_reads_only_unknown_sizes(tmp_path):
     Image.new("RGB", (80, 30)).save(path)
     known = ReportImage("k", tmp_path / "absent.jpg", None, boxes([0, 0, 5, 5]), ("cat",), (10, 20), np.zeros(4))
     unknown = ReportImage("u", path, None, boxes([0, 0, 5, 5]), ("cat",), (0, 0))
-    swapped = report.with_predictions([known, unknown], {"k": np.array([1, 1, 4, 4]), "u": np.array([0, 0, 5, 5])})
+    swapped = runs.with_predictions([known, unknown], {"k": np.array([1, 1, 4, 4]), "u": np.array([0, 0, 5, 5])})
     assert [image.pred_box.tolist() for image in swapped] == [[1, 1, 4, 4], [0, 0, 5, 5]]
     assert [image.image_size for image in swapped] == [(10, 20), (30, 80)]  # the absent file is never opened
     assert swapped[0].seed_box is None  # a seed belongs to the run that found it
-    assert report.with_predictions([unknown], {})[0].image_size == (0, 0)
+    assert runs.with_predictions([unknown], {})[0].image_size == (0, 0)
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:

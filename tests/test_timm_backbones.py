@@ -13,7 +13,7 @@ import pytest
 import timm
 import torch
 import torch.nn.functional as F
-from conftest import write_noise_images
+from conftest import DEVICE_FLAGS, TEST_DEVICE, write_noise_images
 
 import main_lost
 from lost import backbones
@@ -48,12 +48,13 @@ def timms_own(name: str, model: torch.nn.Module, **overrides) -> torch.nn.Module
     """The same model as timm builds it, with timm's own attention forward, holding ``model``'s weights."""
     own = timm.create_model(name, pretrained=False, num_classes=0, dynamic_img_size=True, **{**SHRUNK, **overrides})
     own.load_state_dict(model.state_dict())
-    return own.eval()
+    return own.eval().to(next(model.parameters()).device)
 
 
-def images(batch: int, height: int, width: int, seed: int = 1) -> torch.Tensor:
+def images(batch: int, height: int, width: int, seed: int = 1, device: torch.device = TEST_DEVICE) -> torch.Tensor:
+    """(batch, 3, height, width) standard normal values, drawn on the CPU, on `device`."""
     torch.manual_seed(seed)
-    return torch.randn(batch, 3, height, width)
+    return torch.randn(batch, 3, height, width).to(device)
 
 
 def last_attention_matrix_of_timm(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -136,7 +137,7 @@ def test_vit_arch_accepts_timm_vits_and_refuses_convnets():
 
 @pytest.mark.parametrize("name", [DINOV2, DINOV2_REG, DINOV3, DINOV3_QKVB])
 def test_attention_forward_gives_timms_outputs(name):
-    model = shrunk(name)
+    model = shrunk(name).to(TEST_DEVICE)
     x = images(2, 3 * 16, 5 * 16) if "dinov3" in name else images(2, 3 * 14, 5 * 14)
     with torch.no_grad():
         ours = model.forward_features(x)
@@ -146,9 +147,9 @@ def test_attention_forward_gives_timms_outputs(name):
 
 @pytest.mark.parametrize("name", [DINOV2_REG, DINOV3_QKVB])
 def test_masked_attention_is_timms_own(name):
-    model = shrunk(name)
+    model = shrunk(name).to(TEST_DEVICE)
     x = images(1, 2 * 16, 2 * 16) if "dinov3" in name else images(1, 2 * 14, 2 * 14)
-    mask = torch.ones(9, 9, dtype=torch.bool).tril()
+    mask = torch.ones(9, 9, dtype=torch.bool, device=TEST_DEVICE).tril()
     with torch.no_grad():
         ours = model.forward_features(x, attn_mask=mask)
         theirs = timms_own(name, model).forward_features(x, attn_mask=mask)
@@ -161,7 +162,8 @@ def test_bfloat16_on_a_cpu_runs_the_blocked_attention_in_the_blocks_before_the_l
     original = backbones.blocked_attention
     monkeypatch.setattr(vit, "blocked_attention", lambda *args: calls.append(1) or original(*args))
     model = shrunk(name, depth=3)
-    x = images(1, 3 * 16, 4 * 16) if "dinov3" in name else images(1, 3 * 14, 4 * 14)
+    cpu = torch.device("cpu")
+    x = images(1, 3 * 16, 4 * 16, device=cpu) if "dinov3" in name else images(1, 3 * 14, 4 * 14, device=cpu)
     extractor = FeatureExtractor(model, name)
     reference = extractor(x).feats
     assert calls == []
@@ -172,7 +174,7 @@ def test_bfloat16_on_a_cpu_runs_the_blocked_attention_in_the_blocks_before_the_l
 
 
 def test_registers_are_dropped_from_the_patch_features():
-    model = shrunk(DINOV2_REG)
+    model = shrunk(DINOV2_REG).to(TEST_DEVICE)
     x = images(2, 3 * 14, 5 * 14)
     features = FeatureExtractor(model, DINOV2_REG).extract(x, frozenset({"feats", "cls_attention"}))
     own = timms_own(DINOV2_REG, model)
@@ -190,9 +192,9 @@ def test_registers_are_dropped_from_the_patch_features():
 
 
 def test_dinov3_qkvb_keys_come_from_the_separate_biases_without_the_qkv_module():
-    model = shrunk(DINOV3_QKVB)
+    model = shrunk(DINOV3_QKVB).to(TEST_DEVICE)
     attn = model.blocks[-1].attn
-    assert attn.q_bias is not None and torch.equal(attn.k_bias, torch.zeros(48))
+    assert attn.q_bias is not None and torch.equal(attn.k_bias, torch.zeros(48, device=TEST_DEVICE))
     x = images(1, 2 * 16, 3 * 16)
     called = []
     attn.qkv.register_forward_hook(lambda m, i, out: called.append(out))
@@ -205,7 +207,7 @@ def test_dinov3_qkvb_keys_come_from_the_separate_biases_without_the_qkv_module()
 
 @pytest.mark.parametrize("name", [DINOV3, DINOV3_QKVB])
 def test_dinov3_keys_before_and_after_rope_differ_by_a_rotation_and_both_run_lost(name):
-    model = shrunk(name)
+    model = shrunk(name).to(TEST_DEVICE)
     x = images(1, 3 * 16, 4 * 16)
     pre = FeatureExtractor(model, name, rope_keys="pre").extract(x, frozenset({"feats", "cls_attention"}))
     post = FeatureExtractor(model, name, rope_keys="post").extract(x, frozenset({"feats", "cls_attention"}))
@@ -229,9 +231,9 @@ def test_post_rope_keys_of_a_model_without_rope_are_refused():
 
 
 def test_dino_v1_by_its_timm_name_is_dinos_model_with_dinos_features():
-    model = shrunk(DINO_V1)
+    model = shrunk(DINO_V1).to(TEST_DEVICE)
     assert isinstance(model, backbones.DinoVisionTransformer)
-    same = backbones.DinoVisionTransformer(16, 48, 2, 3).eval()
+    same = backbones.DinoVisionTransformer(16, 48, 2, 3).eval().to(TEST_DEVICE)
     same.load_state_dict(model.state_dict())
     x = images(2, 3 * 16, 5 * 16)  # not DINO's trained 14 x 14 grid: DINO's resizing applies
     by_name = FeatureExtractor(model, DINO_V1).extract(x, frozenset({"feats"}))
@@ -241,7 +243,7 @@ def test_dino_v1_by_its_timm_name_is_dinos_model_with_dinos_features():
 
 def test_a_14_pixel_grid_pads_to_14_and_gives_boxes_in_pixels(tmp_path):
     write_noise_images(tmp_path, [(64, 48)])
-    extractor = FeatureExtractor(shrunk(DINOV2_REG), DINOV2_REG)
+    extractor = FeatureExtractor(shrunk(DINOV2_REG).to(TEST_DEVICE), DINOV2_REG)
     assert extractor.pad_multiple == 14
     (found,) = discover(extractor, single_image_records(tmp_path), DiscoveryConfig())
     assert found.grid == (4, 5) and found.scales == (14, 14)  # 48 x 64 padded to 56 x 70
@@ -361,7 +363,7 @@ def test_main_lost_runs_a_dinov2_checkpoint_with_registers(tmp_path, dinov2_reg_
     write_noise_images(tmp_path / "images", [(64, 48), (48, 64), (50, 40)])
     code = main_lost.main([
         "--image_path", str(tmp_path / "images"), "--arch", DINOV2_REG, "--pretrained_weights", dinov2_reg_checkpoint,
-        "--output_dir", str(tmp_path / "out"), "--num_workers", "0", "--device", "cpu", *method_flags,
+        "--output_dir", str(tmp_path / "out"), "--num_workers", "0", *DEVICE_FLAGS, *method_flags,
     ])
     assert code == 0
     preds = read_predictions(tmp_path / "out" / "images" / folder / "preds.pkl")

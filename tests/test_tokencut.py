@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import needs_cuda, on_test_device
 from PIL import Image
 from published_tokencut import published_cut, published_eigenvector
 from synthetic_maps import planted_map as noisy_planted_map
@@ -29,6 +30,10 @@ A = torch.tensor([3.0, 4.0, 0.0])
 """Normalizes to exactly (float32(0.6), float32(0.8), 0): its similarity to E1 is float32(0.6)."""
 
 SOLVERS = ("dense", "auto")
+
+cut = on_test_device(tokencut.tokencut)
+"""TokenCut on TEST_DEVICE: there the Lanczos solve runs ("auto"); the dense one on the CPU."""
+cut_batch = on_test_device(tokencut_batch)
 
 
 def planted(grid, groups, background=E1):
@@ -199,7 +204,7 @@ def test_planted_block_is_cut_out_with_its_box(eigensolver):
     # grid 4x5, p = 16: object rows 1-2, cols 2-3 (E2) on E1 -> two cliques of 4 and 16;
     # |v| is largest on the smaller clique, whose first patch (row 1, col 2) = 7 is the seed
     cells = block([1, 2], [2, 3])
-    result = tokencut.tokencut(planted((4, 5), [(E2, cells)]), (4, 5), (16, 16), (64, 80), eigensolver=eigensolver)
+    result = cut(planted((4, 5), [(E2, cells)]), (4, 5), (16, 16), (64, 80), eigensolver=eigensolver)
     value_a, value_b = two_clique_vector(4, 16, 1e-5)
     assert result.box.tolist() == [32, 16, 64, 48]
     assert result.box.dtype == np.int64
@@ -214,7 +219,7 @@ def test_similarity_at_exactly_tau_is_no_edge_of_the_binary_graph(eigensolver):
     # E1·A = float32(0.6) = tau: no edge; A·E2 = 0.8 > tau: edge; E1·E2 = 0. So the graph is
     # two cliques, the E1 block (4) and the rest (20), and the cut takes the E1 block alone.
     feats = planted((4, 6), [(E1, block([1, 2], [1, 2])), (A, block([1, 2], [3, 4]))], background=E2)
-    result = tokencut.tokencut(feats, (4, 6), (16, 16), (64, 96), tau=0.6, eigensolver=eigensolver)
+    result = cut(feats, (4, 6), (16, 16), (64, 96), tau=0.6, eigensolver=eigensolver)
     value_a, value_b = two_clique_vector(4, 20, 1e-5)
     assert result.seed == 7
     assert np.flatnonzero(result.partition).tolist() == [7, 8, 13, 14]
@@ -227,7 +232,7 @@ def test_box_covers_the_seed_component_of_two_identical_objects(eigensolver):
     # two E2 blobs (top-left 2x2, bottom-right 2x2) on E1, grid 5x6, p = 8: both blobs form the
     # small clique, all tied in |v|; the seed is the first in raster order (0), the box its blob's
     objects = block([0, 1], [0, 1]) + block([3, 4], [4, 5])
-    result = tokencut.tokencut(planted((5, 6), [(E2, objects)]), (5, 6), (8, 8), (40, 48), eigensolver=eigensolver)
+    result = cut(planted((5, 6), [(E2, objects)]), (5, 6), (8, 8), (40, 48), eigensolver=eigensolver)
     assert result.seed == 0
     assert np.flatnonzero(result.partition).tolist() == [0, 1, 6, 7, 22, 23, 28, 29]
     assert result.box.tolist() == [0, 0, 16, 16]
@@ -240,7 +245,7 @@ def test_nearly_complete_graph_keeps_the_patches_at_the_mean_with_the_seed(eigen
     # mean join it: the box is the whole image (the published code's answer when LAPACK's sign
     # needs the flip; the box of cell 6 alone otherwise, then decided by rounding)
     feats = planted((4, 5), [(torch.tensor([1.0, 1.0, 0.0]), [(1, 1)]), (torch.tensor([1.0, -1.0, 0.0]), [(2, 3)])])
-    result = tokencut.tokencut(feats, (4, 5), (16, 16), (64, 80), eigensolver=eigensolver)
+    result = cut(feats, (4, 5), (16, 16), (64, 80), eigensolver=eigensolver)
     value = 1 / np.sqrt(2 * (19 + 1e-5))
     assert result.seed == 6
     assert np.flatnonzero(~result.partition).tolist() == [13]
@@ -252,7 +257,7 @@ def test_nearly_complete_graph_keeps_the_patches_at_the_mean_with_the_seed(eigen
 def test_box_is_clipped_to_the_unpadded_image(eigensolver):
     # image 40x50 padded to 48x64: grid 3x4, object in the bottom-right 2x2 cells
     feats = planted((3, 4), [(E2, block([1, 2], [2, 3]))])
-    result = tokencut.tokencut(feats, (3, 4), (16, 16), (40, 50), eigensolver=eigensolver)
+    result = cut(feats, (3, 4), (16, 16), (40, 50), eigensolver=eigensolver)
     assert result.box.tolist() == [32, 16, 50, 40]
 
 
@@ -263,7 +268,7 @@ def test_box_is_clipped_to_the_unpadded_image(eigensolver):
     ids=["constant", "zeros", "all-below-tau"],
 )
 def test_degenerate_map_gives_the_whole_image(eigensolver, feats):
-    result = tokencut.tokencut(feats, (3, 4), (16, 16), (40, 50), eigensolver=eigensolver)
+    result = cut(feats, (3, 4), (16, 16), (40, 50), eigensolver=eigensolver)
     assert result.solver == "degenerate"
     assert result.box.tolist() == [0, 0, 50, 40]
     assert result.seed == 0
@@ -275,8 +280,8 @@ def test_degenerate_map_gives_the_whole_image(eigensolver, feats):
 def test_fewer_than_three_patches_give_the_whole_image(eigensolver):
     # the published eigh(..., subset_by_index=[1, 2]) needs N >= 3
     feats = torch.tensor([[1.0, 0.0], [0.8, 0.6]])
-    assert tokencut.tokencut(feats, (1, 2), (16, 16), (16, 30), eigensolver=eigensolver).box.tolist() == [0, 0, 30, 16]
-    assert tokencut.tokencut(feats[:1], (1, 1), (16, 16), (12, 10), eigensolver=eigensolver).box.tolist() == [0, 0, 10, 12]
+    assert cut(feats, (1, 2), (16, 16), (16, 30), eigensolver=eigensolver).box.tolist() == [0, 0, 30, 16]
+    assert cut(feats[:1], (1, 1), (16, 16), (12, 10), eigensolver=eigensolver).box.tolist() == [0, 0, 10, 12]
 
 
 # --- against the published computation ---------------------------------------------------------
@@ -302,7 +307,7 @@ MAPS = random_maps()
 def test_dense_solver_is_the_published_computation(name, feats, grid, tau, binary):
     image_size = (grid[0] * 8 - 3, grid[1] * 8)
     vector = published_eigenvector(feats, tau, 1e-5, not binary)
-    result = tokencut.tokencut(feats, grid, (8, 8), image_size, tau, 1e-5, binary, "dense")
+    result = cut(feats, grid, (8, 8), image_size, tau, 1e-5, binary, "dense")
     ties = tied_with_maximum(vector)
     box, seed, oriented, parts = published_cut(vector, grid, (8, 8), image_size, ties[0] if len(ties) > 1 else None)
     assert result.solver == "dense"
@@ -316,7 +321,7 @@ def test_dense_solver_is_the_published_computation(name, feats, grid, tau, binar
 def test_lanczos_solver_gives_the_published_partition(name, feats, grid, tau, binary):
     image_size = (grid[0] * 8, grid[1] * 8 - 5)
     vector = published_eigenvector(feats, tau, 1e-5, not binary)
-    result = tokencut.tokencut(feats, grid, (8, 8), image_size, tau, 1e-5, binary, "auto")
+    result = cut(feats, grid, (8, 8), image_size, tau, 1e-5, binary, "auto")
     # the published float32 solve of the weighted graph leaves ties unequal by up to ~1e-5
     ties = tied_with_maximum(vector, rtol=1e-9 if binary else 1e-4)
     box, _, oriented, parts = published_cut(vector, grid, (8, 8), image_size, result.seed)
@@ -329,6 +334,18 @@ def test_lanczos_solver_gives_the_published_partition(name, feats, grid, tau, bi
     np.testing.assert_allclose(result.eigenvector, oriented, rtol=0, atol=tolerance)
 
 
+@needs_cuda
+def test_lanczos_runs_on_the_gpu_beside_the_features(monkeypatch):
+    devices = []
+    lanczos = tokencut.second_eigenvector_lanczos
+    monkeypatch.setattr(
+        tokencut, "second_eigenvector_lanczos", lambda weights: devices.append(weights.device.type) or lanczos(weights)
+    )
+    result = cut(vit_like_map((6, 8), np.random.default_rng(0)), (6, 8), (8, 8), (48, 64), eigensolver="auto")
+    assert result.solver == "lanczos"
+    assert devices == ["cuda"]
+
+
 def test_exact_tau_maps_hit_tau_exactly():
     feats = exact_tau_map(np.random.default_rng(0))
     assert (cosine_affinity(feats) == torch.tensor(0.6)).sum() > 0
@@ -338,9 +355,9 @@ def test_batch_equals_single_images():
     rng = np.random.default_rng(3)
     feats = torch.stack([vit_like_map((5, 6), rng) for _ in range(3)])
     sizes = [(40, 48), (33, 45), (40, 41)]
-    batched = tokencut_batch(feats, (5, 6), (8, 8), sizes)
+    batched = cut_batch(feats, (5, 6), (8, 8), sizes)
     for image_feats, size, result in zip(feats, sizes, batched, strict=True):
-        single = tokencut.tokencut(image_feats, (5, 6), (8, 8), size)
+        single = cut(image_feats, (5, 6), (8, 8), size)
         assert single.box.tolist() == result.box.tolist()
         assert single.seed == result.seed
         assert np.array_equal(single.eigenvector, result.eigenvector)
@@ -365,11 +382,11 @@ def test_auto_falls_back_to_dense_and_warns_once(monkeypatch):
     maps = [vit_like_map((8, 9), rng) for _ in range(2)]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        results = [tokencut.tokencut(feats, (8, 9), (8, 8), (64, 72), eigensolver="auto") for feats in maps]
+        results = [cut(feats, (8, 9), (8, 8), (64, 72), eigensolver="auto") for feats in maps]
     assert len(caught) == 1
     assert caught[0].category is RuntimeWarning and "dense" in str(caught[0].message)
     for feats, result in zip(maps, results, strict=True):
-        dense = tokencut.tokencut(feats, (8, 9), (8, 8), (64, 72), eigensolver="dense")
+        dense = cut(feats, (8, 9), (8, 8), (64, 72), eigensolver="dense")
         assert result.solver == "dense"
         assert result.box.tolist() == dense.box.tolist()
         assert np.array_equal(result.eigenvector, dense.eigenvector)
@@ -385,12 +402,12 @@ def test_auto_falls_back_to_dense_and_warns_once(monkeypatch):
 )
 def test_bad_settings_are_reported(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        tokencut.tokencut(torch.randn(12, 4), (3, 4), (16, 16), (48, 64), **kwargs)
+        cut(torch.randn(12, 4), (3, 4), (16, 16), (48, 64), **kwargs)
 
 
 def test_grid_mismatch_is_reported():
     with pytest.raises(ValueError, match="grid"):
-        tokencut.tokencut(torch.randn(12, 4), (3, 5), (16, 16), (48, 80))
+        cut(torch.randn(12, 4), (3, 5), (16, 16), (48, 80))
 
 
 # --- picture -----------------------------------------------------------------------------------
@@ -398,7 +415,7 @@ def test_grid_mismatch_is_reported():
 
 def test_picture_has_three_image_sized_panels_with_the_box():
     feats = planted((4, 5), [(E2, block([1, 2], [2, 3]))])
-    result = tokencut.tokencut(feats, (4, 5), (16, 16), (60, 75))
+    result = cut(feats, (4, 5), (16, 16), (60, 75))
     image = Image.new("RGB", (75, 60), (128, 128, 128))
     picture = tokencut_picture(image, result, (4, 5), (16, 16))
     assert picture.size == (3 * 75 + 2 * 8, 60)

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import DEVICE_FLAGS
 from PIL import Image
 
 import train_found
@@ -77,7 +78,7 @@ def training_args(data: Path, output: Path, checkpoint: Path, *extra: str) -> li
         "--data_dir", str(data), "--output_dir", str(output),
         "--arch", "vit_tiny", "--pretrained_weights", str(checkpoint),
         "--max_iter", "8", "--batch_size", "4", "--stop_bkg_loss", "4", "--step_lr_size", "4",
-        "--crop_size", str(SIDE), "--num_workers", "0", "--device", "cpu", *extra,
+        "--crop_size", str(SIDE), "--num_workers", "0", *DEVICE_FLAGS, *extra,
     ]  # fmt: skip
 
 

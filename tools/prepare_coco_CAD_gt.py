@@ -12,6 +12,7 @@ from pathlib import Path
 
 from lost.data import datasets
 from lost.detection import data as detection_data
+from lost.detection import prepare as prepare_flags
 from lost.errors import run_cli
 from lost.io import safe_files
 
@@ -24,9 +25,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--file_coco20k", type=Path, default=datasets.SHIPPED_COCO20K_LIST, help="the COCO20k image list"
     )
-    parser.add_argument(
-        "--output_dir", type=Path, default=detection_data.default_prepared_dir(), help="prepared files folder"
-    )
+    prepare_flags.add_output_dir_flag(parser)
     return parser.parse_args(argv)
 
 

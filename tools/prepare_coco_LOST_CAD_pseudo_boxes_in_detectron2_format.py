@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from lost.detection import data as detection_data
+from lost.detection import prepare as prepare_flags
 from lost.errors import run_cli
 from lost.io import safe_files
 
@@ -29,9 +30,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--coco_dir", type=Path, default=Path("datasets/COCO"), help="COCO folder (images/, annotations/)"
     )
-    parser.add_argument(
-        "--output_dir", type=Path, default=detection_data.default_prepared_dir(), help="prepared files folder"
-    )
+    prepare_flags.add_output_dir_flag(parser)
     return parser.parse_args(argv)
 
 
@@ -39,9 +38,7 @@ def prepare(args: argparse.Namespace) -> None:
     dataset = detection_data.KNOWN_DATASETS["coco20k_train_LOST_CAD"]
     boxes = safe_files.read_prediction_boxes(args.pboxes)
     records = detection_data.coco_pseudo_box_records(args.coco_dir, boxes)
-    path = detection_data.write_dataset_dicts(records, dataset, args.pboxes, args.output_dir)
-    count = sum(len(record["annotations"]) for record in records)
-    print(f"{len(records)} images with {count} pseudo-boxes written at {path}")
+    print(prepare_flags.write_pseudo_boxes(records, dataset, args.pboxes, args.output_dir))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,32 +11,27 @@ Writes <output_dir>/voc_<year>_trainval_LOST_CAD.json, the training set of the C
 
 import argparse
 import sys
-from pathlib import Path
 
 from lost.detection import data as detection_data
+from lost.detection import prepare as prepare_flags
 from lost.errors import run_cli
 from lost.io import safe_files
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="LOST boxes of VOC trainval -> detectron2 data set (CAD).")
-    parser.add_argument("--year", default="2007", choices=detection_data.VOC_YEARS, help="VOC year")
-    parser.add_argument("--pboxes", type=Path, required=True, help="predictions of main_lost.py (preds.pkl / .json), one box or several per image")
-    parser.add_argument("--voc_dir", type=Path, default=None, help="VOC<year> folder (default datasets/VOC<year>)")
-    parser.add_argument(
-        "--output_dir", type=Path, default=detection_data.default_prepared_dir(), help="prepared files folder"
+    return prepare_flags.parse_voc_pseudo_box_args(
+        argv,
+        "LOST boxes of VOC trainval -> detectron2 data set (CAD).",
+        "predictions of main_lost.py (preds.pkl / .json), one box or several per image",
     )
-    return parser.parse_args(argv)
 
 
 def prepare(args: argparse.Namespace) -> None:
-    voc_dir = args.voc_dir or Path("datasets") / f"VOC{args.year}"
     dataset = detection_data.KNOWN_DATASETS[f"voc_{args.year}_trainval_LOST_CAD"]
     boxes = safe_files.read_prediction_boxes(args.pboxes)
+    voc_dir = prepare_flags.voc_folder(args.year, args.voc_dir)
     records = detection_data.voc_pseudo_box_records(voc_dir, args.year, boxes)
-    path = detection_data.write_dataset_dicts(records, dataset, args.pboxes, args.output_dir)
-    count = sum(len(record["annotations"]) for record in records)
-    print(f"{len(records)} images with {count} pseudo-boxes written at {path}")
+    print(prepare_flags.write_pseudo_boxes(records, dataset, args.pboxes, args.output_dir))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from lost.data import datasets
 from lost.detection import data as detection_data
+from lost.detection import prepare as prepare_flags
 from lost.errors import LostError, run_cli
 from lost.io import safe_files
 
@@ -23,9 +24,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--is_CAD", action="store_true", help="class-agnostic: one class 'object'")
     parser.add_argument("--voc07_dir", type=Path, default=Path("datasets/VOC2007"), help="VOC2007 folder")
     parser.add_argument("--voc12_dir", type=Path, default=Path("datasets/VOC2012"), help="VOC2012 folder")
-    parser.add_argument(
-        "--output_dir", type=Path, default=detection_data.default_prepared_dir(), help="prepared files folder"
-    )
+    prepare_flags.add_output_dir_flag(parser)
     return parser.parse_args(argv)
 
 

@@ -8,7 +8,8 @@ and COCO's ``[x, y, w, h]`` becomes ``[x, y, x+w, y+h]`` with each value rounded
 One reader per file kind: :func:`read_voc_annotation` (a VOC XML file), :func:`voc_image_ids`
 (an ``ImageSets/Main`` list), :func:`read_coco20k_list` (the COCO20k list) and
 :func:`read_coco_instances` (``instances_train2014.json``, indexed by pycocotools' ``COCO``).
-Records (:class:`ImageRecord`) carry each ground-truth box with its class name.
+Records (:class:`ImageRecord`) carry each ground-truth box with its class name. pycocotools is
+imported by :func:`read_coco_instances` alone, so a VOC or folder run never loads it.
 
 Data-set layout under ``datasets_root`` (the official archives unpacked as they come)::
 
@@ -26,12 +27,15 @@ import json
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from pycocotools.coco import COCO
 
 from lost.data.images import IMAGE_EXTENSIONS
 from lost.errors import LostError
+
+if TYPE_CHECKING:
+    from pycocotools.coco import COCO
 
 SHIPPED_COCO20K_LIST = Path(__file__).resolve().parents[2] / "data" / "coco_20k_filenames.txt"
 
@@ -280,6 +284,8 @@ def read_coco_instances(coco_root: Path) -> COCO:
     fix = _coco_fix(coco_root)
     if not ann_file.is_file():
         raise LostError(f"{ann_file}: file not found; {fix}")
+    from pycocotools.coco import COCO
+
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             coco = COCO(str(ann_file))

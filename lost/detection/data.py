@@ -17,7 +17,7 @@ folder. Image ids: for VOC the id of ``ImageSets/Main/<set>.txt`` (the JPEG's st
 detectron`` and ``evaluate_unsupervised_detection_voc.py`` match detections by these ids.
 
 Boxes are ``[x1, y1, x2, y2]`` in pixels, x2/y2 exclusive. Ground truth, image lists and COCO
-annotations come from the readers of ``datasets`` (VOC's 1-based inclusive corners become
+annotations come from the readers of :mod:`lost.data.datasets` (VOC's 1-based inclusive corners become
 ``[xmin - 1, ymin - 1, xmax, ymax]`` there), the same ones CorLoc uses. As in the paper's files, the
 COCO-style VOC ground truth leaves out objects marked ``difficult``.
 
@@ -27,7 +27,7 @@ and written as the pickle detectron2's checkpointer reads for converted models
 (``{"model": {name: ndarray}, "__author__": ..., "matching_heuristics": True}``).
 
 This module does not import detectron2 (preparing data does not need it); only
-:func:`run_training_script` imports ``detector_training``, when called.
+:func:`lost.detection.launch.run_training_script` imports :mod:`lost.detection.training`, when called.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ What the training scripts (``tools/train_net_for_LOST_CAD.py``, ``tools/train_ne
 share: detectron2's default trainer, the ``Res5ROIHeadsExtraNorm`` RoI head (MoCo's detection
 setup: one more normalization layer after res5), a COCO evaluator writing
 ``<OUTPUT_DIR>/inference/coco_instances_results.json``, and the registration of every prepared
-data set of ``detection_data`` from the prepared folder (``--prepared-dir``, default
+data set of :mod:`lost.detection.data` from the prepared folder (``--prepared-dir``, default
 ``$LOST_PREPARED_DIR`` or ``datasets``).
 
 Before anything starts, the config file, the prepared files the config names and the initial

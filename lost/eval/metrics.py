@@ -16,21 +16,25 @@ false positive; pycocotools lets one detection match it, so a second one on the 
 false positive, where VOC's devkit ignores them all) and COCO's crowd regions (any number of
 detections inside one are ignored, IoU measured as COCO does for crowds: intersection over the
 detection's area). Neither counts as an object to find.
+
+pycocotools is imported by the AP functions, not with this module: IoU and CorLoc need only numpy.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
 
 if TYPE_CHECKING:
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
     from lost.data.datasets import ImageRecord
     from lost.io.safe_files import ScoredBoxes
 
@@ -119,15 +123,20 @@ class DetectionAP:
         return "\n".join([*lines, f"images: {self.images}, objects: {self.objects}"])
 
 
-class _COCOevalKeepingIgnore(COCOeval):
+@functools.cache
+def _cocoeval_keeping_ignore() -> type[COCOeval]:
     """pycocotools' ``COCOeval``, except that ground truth marked ``"difficult"`` is ignored
     (pycocotools sets every box's ignore flag to its ``iscrowd`` flag, forgetting any other)."""
+    from pycocotools.cocoeval import COCOeval
 
-    def _prepare(self) -> None:
-        super()._prepare()
-        for boxes in self._gts.values():
-            for box in boxes:
-                box["ignore"] = int(bool(box["ignore"]) or bool(box.get("difficult", False)))
+    class COCOevalKeepingIgnore(COCOeval):
+        def _prepare(self) -> None:
+            super()._prepare()
+            for boxes in self._gts.values():
+                for box in boxes:
+                    box["ignore"] = int(bool(box["ignore"]) or bool(box.get("difficult", False)))
+
+    return COCOevalKeepingIgnore
 
 
 def _xywh(box: np.ndarray) -> list[float]:
@@ -135,8 +144,24 @@ def _xywh(box: np.ndarray) -> list[float]:
     return [x1, y1, x2 - x1, y2 - y1]
 
 
+def _box_annotation(annotation_id: int, image_id: int, box: np.ndarray, **fields: object) -> dict:
+    """A COCO annotation of category 1 for `box` [x1, y1, x2, y2] (as ``bbox`` [x, y, w, h] and
+    its ``area``), followed by `fields`."""
+    xywh = _xywh(box)
+    return {
+        "id": annotation_id,
+        "image_id": image_id,
+        "category_id": 1,
+        "bbox": xywh,
+        "area": xywh[2] * xywh[3],
+        **fields,
+    }
+
+
 def _coco_index(images: list[dict], annotations: list[dict]) -> COCO:
     """A pycocotools index of one category ("object", id 1) built in memory, prints silenced."""
+    from pycocotools.coco import COCO
+
     coco = COCO()
     coco.dataset = {"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "object"}]}
     with contextlib.redirect_stdout(io.StringIO()):
@@ -154,17 +179,9 @@ def _ground_truth_annotations(records: list[ImageRecord]) -> list[dict]:
         regions = [(box, 0, flag) for box, flag in zip(record.gt_boxes, difficult, strict=True)]
         regions += [(box, 1, False) for box in crowds]
         for box, crowd, is_difficult in regions:
-            xywh = _xywh(box)
+            annotation_id = len(annotations) + 1
             annotations.append(
-                {
-                    "id": len(annotations) + 1,
-                    "image_id": image_id,
-                    "category_id": 1,
-                    "bbox": xywh,
-                    "area": xywh[2] * xywh[3],
-                    "iscrowd": crowd,
-                    "difficult": bool(is_difficult),
-                }
+                _box_annotation(annotation_id, image_id, box, iscrowd=crowd, difficult=bool(is_difficult))
             )
     return annotations
 
@@ -177,18 +194,7 @@ def _detection_annotations(records: list[ImageRecord], predictions: Mapping[str,
         if found is None:
             continue
         for box, score in zip(found.boxes, found.scores, strict=True):
-            xywh = _xywh(box)
-            detections.append(
-                {
-                    "id": len(detections) + 1,
-                    "image_id": image_id,
-                    "category_id": 1,
-                    "bbox": xywh,
-                    "area": xywh[2] * xywh[3],
-                    "iscrowd": 0,
-                    "score": float(score),
-                }
-            )
+            detections.append(_box_annotation(len(detections) + 1, image_id, box, iscrowd=0, score=float(score)))
     return detections
 
 
@@ -200,7 +206,7 @@ def class_agnostic_ap(records: Iterable[ImageRecord], predictions: Mapping[str, 
     images = [{"id": image_id} for image_id in range(1, len(evaluated) + 1)]
     ground_truth = _coco_index(images, _ground_truth_annotations(evaluated))
     detections = _coco_index(images, _detection_annotations(evaluated, predictions))
-    evaluation = _COCOevalKeepingIgnore(ground_truth, detections, "bbox")
+    evaluation = _cocoeval_keeping_ignore()(ground_truth, detections, "bbox")
     with contextlib.redirect_stdout(io.StringIO()):
         evaluation.evaluate()
         evaluation.accumulate()

@@ -2,6 +2,8 @@
 
 Plots use matplotlib's object API (``Figure`` then ``savefig``: the Agg renderer, no pyplot and
 no global backend state), so they can be drawn from any thread or process without a display.
+matplotlib is imported when the first plot is drawn, not with this module: a run that writes no
+report never pays its import (about 0.4 s).
 Thumbnails are drawn with Pillow, boxes ``[x1, y1, x2, y2]`` in pixels of the original image
 (x2/y2 exclusive) scaled to the thumbnail.
 """
@@ -10,15 +12,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
 from lost.data.images import load_rgb, rescale_box
 from lost.errors import LostError
 from lost.viz.pictures import draw_box
+
+if TYPE_CHECKING:
+    from matplotlib.axis import Axis
+    from matplotlib.figure import Figure
 
 DPI = 96
 BAR_COLOR = "#4c72b0"
@@ -27,6 +32,20 @@ MISSING_IMAGE_GREY = (128, 128, 128)
 
 Colour = tuple[int, int, int]
 Outline = tuple[np.ndarray, Colour, int]
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    """A matplotlib Figure of `width` x `height` inches (matplotlib is imported on the first call)."""
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height))
+
+
+def _integer_ticks(axis: Axis) -> None:
+    """Ticks of `axis` at whole numbers only (counts of images)."""
+    from matplotlib.ticker import MaxNLocator
+
+    axis.set_major_locator(MaxNLocator(integer=True))
 
 
 def _save(figure: Figure, path: Path) -> None:
@@ -40,7 +59,7 @@ def plot_corloc_bars(
     """Horizontal bars of CorLoc (%) per label, the first label at the top, each annotated with
     its image count, and a dashed line at the `overall` CorLoc."""
     rows = max(len(labels), 1)
-    figure = Figure(figsize=(7.5, 1.0 + 0.26 * rows))
+    figure = _new_figure(7.5, 1.0 + 0.26 * rows)
     axes = figure.subplots()
     positions = np.arange(len(labels))[::-1]
     axes.barh(positions, corlocs, color=BAR_COLOR, height=0.7)
@@ -62,7 +81,7 @@ def plot_binned_corloc(
     """Side-by-side panels of vertical CorLoc (%) bars; each panel is (title, labels, corlocs,
     counts), a bar annotated with its CorLoc and image count; a dashed line marks the `overall`
     CorLoc."""
-    figure = Figure(figsize=(4.0 * len(panels), 3.4))
+    figure = _new_figure(4.0 * len(panels), 3.4)
     for axes, (title, labels, corlocs, counts) in zip(
         figure.subplots(1, len(panels), squeeze=False)[0], panels, strict=True
     ):
@@ -81,7 +100,7 @@ def plot_binned_corloc(
 
 def plot_counts(labels: Sequence[str], counts: Sequence[int], path: Path, title: str) -> None:
     """Horizontal bars of counts, the first label at the top, each annotated with its count."""
-    figure = Figure(figsize=(5.0, 1.0 + 0.35 * max(len(labels), 1)))
+    figure = _new_figure(5.0, 1.0 + 0.35 * max(len(labels), 1))
     axes = figure.subplots()
     positions = np.arange(len(labels))[::-1]
     axes.barh(positions, counts, color=REFERENCE_COLOR, height=0.6)
@@ -89,7 +108,7 @@ def plot_counts(labels: Sequence[str], counts: Sequence[int], path: Path, title:
         axes.text(count, position, f" {count}", va="center", fontsize=8)
     axes.set_yticks(positions, labels, fontsize=8)
     axes.set_xlim(0, max([*counts, 1]) * 1.15)
-    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    _integer_ticks(axes.xaxis)
     axes.set_xlabel("images")
     axes.set_title(title, fontsize=10)
     _save(figure, path)
@@ -97,7 +116,7 @@ def plot_counts(labels: Sequence[str], counts: Sequence[int], path: Path, title:
 
 def plot_share_histograms(series: Mapping[str, np.ndarray], path: Path, title: str) -> None:
     """Step histograms (5%-wide bins from 0 to 100%) of area shares in [0, 1], one per series."""
-    figure = Figure(figsize=(5.6, 3.2))
+    figure = _new_figure(5.6, 3.2)
     axes = figure.subplots()
     edges = np.linspace(0, 100, 21)
     for (label, shares), color in zip(series.items(), (REFERENCE_COLOR, BAR_COLOR), strict=False):
@@ -110,7 +129,7 @@ def plot_share_histograms(series: Mapping[str, np.ndarray], path: Path, title: s
             label=label,
         )
     axes.set_xlim(0, 100)
-    axes.yaxis.set_major_locator(MaxNLocator(integer=True))
+    _integer_ticks(axes.yaxis)
     axes.set_xlabel("share of the image area (%)")
     axes.set_ylabel("images")
     axes.set_title(title, fontsize=10)
@@ -129,7 +148,7 @@ def plot_paired_corloc(
     """Pairs of horizontal CorLoc (%) bars per label (A above B, in `colours`), the first label
     at the top."""
     rows = max(len(labels), 1)
-    figure = Figure(figsize=(7.5, 1.2 + 0.42 * rows))
+    figure = _new_figure(7.5, 1.2 + 0.42 * rows)
     axes = figure.subplots()
     positions = np.arange(len(labels))[::-1].astype(np.float64)
     for offset, corlocs, name, colour in zip((0.19, -0.19), (corlocs_a, corlocs_b), names, colours, strict=True):
