@@ -22,7 +22,7 @@ def spec(method: str = "lost", params=None, **backbone) -> RunSpec:
     "method, params, backbone, expected",
     [
         ("lost", LostParams(), {}, "LOST-vit_small16_k"),
-        ("lost", LostParams(k_patches=50), {"arch": "vit_base", "patch_size": 8, "which_features": "q"}, "LOST-vit_base8_q"),
+        ("lost", LostParams(), {"arch": "vit_base", "patch_size": 8, "which_features": "q"}, "LOST-vit_base8_q"),
         ("lost", LostParams(), {"arch": "resnet50"}, "LOST-resnet50dilate2"),
         ("lost", LostParams(), {"arch": "resnet50_imagenet", "resnet_dilate": 4}, "LOST-resnet50_imagenetdilate4"),
         ("lost", LostParams(), {"arch": "vgg16_imagenet"}, "LOST-vgg16_imagenet"),
@@ -39,17 +39,21 @@ def test_a_vit_only_method_refuses_a_convnet_before_any_model_loads():
         spec("dinoseg", arch="resnet50").experiment_name()
 
 
-def test_settings_hold_every_field_of_the_spec_and_its_parts():
+def test_settings_hold_every_field_of_the_spec_and_its_parts_that_apply():
     settings = spec("lost", LostParams(k_patches=7), weights="w.pth").settings()
     assert settings == {
         "input": "VOC07_trainval",
-        "backbone": {"arch": "vit_small", "patch_size": 16, "resnet_dilate": 2, "weights": "w.pth",
+        "backbone": {"arch": "vit_small", "patch_size": 16, "weights": "w.pth",
                      "checkpoint_key": "teacher", "which_features": "k", "rope_keys": "pre"},
         "method": "lost",
         "params": {"k_patches": 7},
         "precision": "fp32",
-        "max_size": None,
+        "max_size": 1024,
     }
+    assert spec("lost", arch="resnet50").settings()["backbone"] == {
+        "arch": "resnet50", "resnet_dilate": 2, "weights": None, "checkpoint_key": "teacher"}
+    assert spec("dinoseg", arch="vit_tiny").settings()["backbone"] == {
+        "arch": "vit_tiny", "patch_size": 16, "weights": None, "checkpoint_key": "teacher", "rope_keys": "pre"}
 
 
 def test_a_new_field_makes_resume_refuse_a_journal_written_without_it(tmp_path):
@@ -76,9 +80,8 @@ def test_every_method_draws_pred_and_declares_a_flag_for_each_parameter():
 
 
 def test_method_flags_fill_the_chosen_methods_parameters():
-    args = main_lost.parse_args(["--k_patches", "30"])
-    assert params_from_args(METHODS["lost"], args) == LostParams(k_patches=30)
-    assert params_from_args(METHODS["dinoseg"], args) == DinoSegParams(head=4), "unset flags keep the default"
+    assert params_from_args(METHODS["lost"], main_lost.parse_args(["--k_patches", "30"])) == LostParams(k_patches=30)
+    assert params_from_args(METHODS["dinoseg"], main_lost.parse_args([])) == DinoSegParams(head=4), "unset flags keep the default"
 
 
 def test_dinoseg_flag_is_an_alias_of_the_method():
