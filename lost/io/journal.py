@@ -32,6 +32,7 @@ from types import TracebackType
 from typing import Any
 
 import numpy as np
+from typing_extensions import Self
 
 from lost.errors import LostError, writing
 from lost.io.safe_files import ScoredBoxes
@@ -181,7 +182,7 @@ class Journal:
         """Release the run folder's lock."""
         self.lock.release()
 
-    def __enter__(self) -> Journal:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
