@@ -80,10 +80,10 @@ def boxes_to_cluster(
 def cluster(args: argparse.Namespace) -> None:
     """Crop features (from the cache beside the predictions when it holds these boxes and this
     model's), k-means, the pseudo-labels file."""
+    backbone = backbone_spec(args)
     names, paths, boxes, multi_box = boxes_to_cluster(
         args.pred_file, args.dataset, args.set, args.datasets_root, args.no_hard
     )
-    backbone = backbone_spec(args)
     model_id = backbone.model_id()
     patch_size = backbone.entry.patch_sizes[0] if backbone.entry.from_timm else backbone.patch_size
     cache = clustering.features_cache_file(args.pred_file, args.arch, patch_size)

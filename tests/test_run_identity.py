@@ -241,3 +241,11 @@ def test_cluster_for_od_on_a_timm_vit_with_registers_uses_its_patch_heads_tokens
     np.testing.assert_allclose(feats, torch.nn.functional.normalize(cls, dim=1).numpy(), atol=1e-5)
     if name == DINOV3:
         assert not np.allclose(feats, torch.nn.functional.normalize(pooled, dim=1).numpy(), atol=1e-3), "timm pools DINOv3 by the mean"
+
+
+def test_cluster_for_od_refuses_a_patch_size_for_a_timm_name(tmp_path, capsys):
+    argv = ["--pred_file", str(tmp_path / "preds.pkl"), "--arch", DINOV2_REG, "--patch_size", "16"]
+    assert cluster_for_OD.main(argv) == 2
+    assert capsys.readouterr().err == (
+        f"error: --patch_size applies to DINO's ViTs (vit_tiny, vit_small, vit_base); not to --arch {DINOV2_REG}\n"
+    )

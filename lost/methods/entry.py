@@ -23,20 +23,17 @@ def flag(name: str, help_text: str, **argparse_options: Any) -> dict[str, Any]:
 class ReleasedHead:
     """A trained head whose authors released its weights, and the backbone it was trained on.
 
-    title: the method's name in messages. url, sha256: where the released file is and its
-    checksum. trained_on: the backbone whose features it was trained on (its arch, patch size and
-    features count; weights files are not compared, since a local copy of the official ones is
-    common), trained_width: their channels. weights_field: the method parameter naming another
-    head file (empty: the released one), whose flag is ``flag``.
+    title: the method's name in messages. trained_on: the backbone whose features it was trained
+    on (its arch, patch size and features count; weights files are not compared, since a local
+    copy of the official ones is common), trained_width: their channels. weights_field: the
+    method parameter naming another head file (empty: the released one), whose flag is ``flag``.
     """
 
     title: str
-    url: str
-    sha256: str
     trained_on: BackboneSpec
     trained_width: int
-    weights_field: str = "weights"
-    flag: str = "--found_weights"
+    weights_field: str
+    flag: str
 
     def is_trained_on(self, backbone: BackboneSpec) -> bool:
         """Whether the released head was trained on this backbone's features."""
