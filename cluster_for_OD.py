@@ -4,7 +4,8 @@
         --dataset VOC07 --set trainval
 
 Each image of the data set that has a predicted box is cropped to it, embedded with the CLS token
-of a DINO ViT (ViT-S/16 by default), and the whitened embeddings are clustered with k-means.
+of a ViT (DINO's ViT-S/16 by default, or a timm name: crops are cut to its own patch size), and
+the whitened embeddings are clustered with k-means.
 Writes ``<pred_file stem>_clustered_<K>clu.pkl`` (image name -> ``{"pseudo_label": int,
 "predicted_bb": box}``) beside the predictions, and caches the crop features there
 (``<pred_file stem>_cropped_feats_<arch><patch>.npz``) so that other K or seeds cluster at once.
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 
 from lost import backbones, clustering
+from lost.cli import backbone_spec
 from lost.data import datasets
 from lost.errors import LostError, run_cli
 from lost.io import safe_files
@@ -45,7 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--whitening", default="std", choices=clustering.WHITENINGS, help="std: per-dimension (the paper); pca"
     )
     parser.add_argument("--arch", default="vit_small", type=backbones.vit_arch, help="ViT giving the CLS embeddings (a timm ViT name too)")
-    parser.add_argument("--patch_size", type=int, default=16, choices=[8, 16], help="ViT patch size")
+    parser.add_argument("--patch_size", type=int, default=None, choices=[8, 16], help="patch size of DINO's ViTs (default: 16; a timm name has its own)")
     parser.add_argument("--pretrained_weights", type=Path, default=None, help="local checkpoint instead of DINO's")
     parser.add_argument("--checkpoint_key", default="teacher", help="entry of a DINO training checkpoint")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
@@ -78,23 +80,17 @@ def boxes_to_cluster(
 def cluster(args: argparse.Namespace) -> None:
     """Crop features (from the cache beside the predictions when it holds these boxes and this
     model's), k-means, the pseudo-labels file."""
+    backbone = backbone_spec(args)
     names, paths, boxes, multi_box = boxes_to_cluster(
         args.pred_file, args.dataset, args.set, args.datasets_root, args.no_hard
     )
-    backbone = backbones.BackboneSpec(
-        arch=args.arch,
-        patch_size=args.patch_size,
-        weights=None if args.pretrained_weights is None else str(args.pretrained_weights),
-        checkpoint_key=args.checkpoint_key,
-    )
     model_id = backbone.model_id()
-    cache = clustering.features_cache_file(args.pred_file, args.arch, args.patch_size)
+    patch_size = backbone.entry.patch_sizes[0] if backbone.entry.from_timm else backbone.patch_size
+    cache = clustering.features_cache_file(args.pred_file, args.arch, patch_size)
     feats = clustering.load_features(cache, names, boxes, model_id)
     if feats is None:
-        model = backbones.load_backbone(backbone, args.device)
-        feats = clustering.crop_features(
-            model, paths, boxes, args.patch_size, args.device, args.batch_size, args.num_workers
-        )
+        extractor = backbones.FeatureExtractor.for_spec(backbones.load_backbone(backbone, args.device), backbone)
+        feats = clustering.crop_features(extractor, paths, boxes, args.device, args.batch_size, args.num_workers)
         clustering.save_features(cache, names, boxes, feats, model_id)
         print(f"crop features of {len(names)} boxes saved at {cache}")
     else:

@@ -29,8 +29,8 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from lost import report
-from lost.backbones import BackboneSpec, FeatureExtractor, load_backbone
-from lost.cli import add_method_flags, params_from_args
+from lost.backbones import FeatureExtractor, load_backbone
+from lost.cli import add_backbone_flags, add_method_flags, backbone_spec, params_from_args
 from lost.data.datasets import DatasetSpec, ImageRecord, load_dataset, single_image_records
 from lost.engine.discovery import PRECISIONS, Discovery, DiscoveryConfig, discover_batches
 from lost.errors import LostError, run_cli
@@ -38,20 +38,13 @@ from lost.eval.metrics import CorLocMeter, evaluate_corloc, is_correct_localizat
 from lost.io.journal import Journal, merge_journals
 from lost.io.safe_files import ScoredBoxes, atomic_write, write_predictions, write_scored_predictions
 from lost.methods import METHODS, PICTURE_KINDS, Method, method_entry
-from lost.run_spec import RunSpec
+from lost.run_spec import DEFAULT_MAX_SIZE, RunSpec, input_identity
 from lost.viz.pictures import save_png
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="LOST: discover the objects of images without labels.")
-    model = parser.add_argument_group("model")
-    model.add_argument("--arch", default="vit_small", help="backbone: vit_tiny, vit_small, vit_base, resnet50, resnet50_imagenet, vgg16_imagenet, or a timm ViT name such as vit_small_patch14_reg4_dinov2.lvd142m")
-    model.add_argument("--patch_size", default=16, type=int, choices=[8, 16], help="ViT patch size (and padding multiple)")
-    model.add_argument("--pretrained_weights", default=None, help="local checkpoint instead of the official download")
-    model.add_argument("--checkpoint_key", default="teacher", help="teacher or student in a DINO training checkpoint")
-    model.add_argument("--resnet_dilate", default=2, type=int, choices=[1, 2, 4], help="ResNet dilation level")
-    model.add_argument("--which_features", default="k", choices=["k", "q", "v"], help="last-block features")
-    model.add_argument("--rope_keys", default="pre", choices=["pre", "post"], help="RoPE models (DINOv3): keys/queries before or after the rotary embedding")
+    add_backbone_flags(parser)
 
     data = parser.add_argument_group("input")
     data.add_argument("--dataset", default="VOC07", choices=["VOC07", "VOC12", "COCO20k"])
@@ -73,7 +66,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run.add_argument("--batch_size", default=None, type=int, help="images per forward pass (default: 4 on CPU, 16 on GPU)")
     run.add_argument("--num_workers", default=None, type=int, help="image decoding processes (default: 1 on CPU, up to 8 on GPU)")
     run.add_argument("--precision", default="fp32", choices=list(PRECISIONS), help="backbone precision")
-    run.add_argument("--max_size", default=1024, type=int, help="scale down images whose longer side exceeds this (0: never); boxes are given in original pixels")
+    run.add_argument("--max_size", default=DEFAULT_MAX_SIZE, type=int, help="scale down images whose longer side exceeds this (0: never); boxes are given in original pixels")
     run.add_argument("--overwrite", action="store_true", help="start over instead of resuming an earlier run")
     run.add_argument("--strict", action="store_true", help="exit non-zero when an image had to be skipped")
     run.add_argument("--no_report", action="store_true", help="do not write report.html (per-class CorLoc, misses, gallery)")
@@ -110,12 +103,15 @@ def start_processes(requested_device: str | None) -> tuple[Shard, torch.device]:
     return Shard(dist.get_rank(), dist.get_world_size()), device
 
 
-def load_inputs(args: argparse.Namespace) -> tuple[DatasetSpec, bool]:
-    """The records to process and whether they are a single image file."""
+def load_inputs(args: argparse.Namespace) -> tuple[DatasetSpec, str, bool]:
+    """The records to process, what identifies them (the data set's name, or the resolved path
+    of the folder or image) and whether they are a single image file."""
     if args.image_path is not None:
         path = Path(args.image_path)
-        return DatasetSpec(name=path.name, records=single_image_records(path)), path.is_file()
-    return load_dataset(args.dataset, args.set, Path(args.datasets_root), args.no_hard), False
+        records = single_image_records(path)
+        return DatasetSpec(name=path.name, records=records), input_identity(path), path.is_file()
+    spec = load_dataset(args.dataset, args.set, Path(args.datasets_root), args.no_hard)
+    return spec, spec.name, False
 
 
 def chosen_method(args: argparse.Namespace) -> str:
@@ -126,18 +122,19 @@ def chosen_method(args: argparse.Namespace) -> str:
 
 
 def run_spec(args: argparse.Namespace, input_name: str) -> RunSpec:
-    """The settings of the command line that change results."""
+    """The settings of the command line that change results; LostError for a flag that does not
+    apply to the chosen method or backbone."""
     method = method_entry(chosen_method(args))
-    backbone = BackboneSpec(
-        arch=args.arch,
-        patch_size=args.patch_size,
-        resnet_dilate=args.resnet_dilate,
-        weights=None if args.pretrained_weights is None else str(args.pretrained_weights),
-        checkpoint_key=args.checkpoint_key,
-        which_features=args.which_features,
-        rope_keys=args.rope_keys,
-    )
+    backbone = backbone_spec(args, method)
     return RunSpec(input_name, backbone, method.name, params_from_args(method, args), args.precision, args.max_size or None)
+
+
+def head_warning(settings: RunSpec, extractor: FeatureExtractor) -> str | None:
+    """The warning for a head file on a backbone the method's released head was not trained on."""
+    head = settings.entry.released_head
+    if head is None:
+        return None
+    return head.warning(settings.backbone, settings.params, extractor.model.embed_dim)
 
 
 def visualize(kind: str, method: Method, record: ImageRecord, found: Discovery, folder: Path, max_size: int | None) -> None:
@@ -239,13 +236,16 @@ def run(args: argparse.Namespace) -> int:
     """Run the chosen method as asked; returns the exit status."""
     exp = run_spec(args, "").experiment_name()
     shard, device = start_processes(args.device)
-    spec, single_file = load_inputs(args)
-    settings = run_spec(args, spec.name)
+    spec, identity, single_file = load_inputs(args)
+    settings = run_spec(args, identity)
     model = load_backbone(settings.backbone, device)
     extractor = FeatureExtractor.for_spec(model, settings.backbone)
     if settings.entry.prepare is not None:
         settings.entry.prepare(settings.params, extractor.num_heads)
-    root = Path(args.output_dir) if single_file else Path(args.output_dir) / spec.name
+    warning = head_warning(settings, extractor)
+    if warning is not None and shard.is_main:
+        print(f"warning: {warning}", file=sys.stderr)
+    root = Path(args.output_dir) if single_file else Path(args.output_dir) / settings.input_folder()
     run_folder = root / exp
     vis_folder = root / "visualizations" / exp if args.visualize else None
     if shard.is_main:
@@ -253,21 +253,20 @@ def run(args: argparse.Namespace) -> int:
 
     for name, reason in spec.skipped if shard.is_main else ():
         print(f"skipped {name}: {reason}")
-    journal = Journal(run_folder / shard.journal_name(), settings.settings(), overwrite=args.overwrite or single_file)
     records = spec.records[shard.rank :: shard.world]
     started = time.perf_counter()
-    processed = process_shard(
-        records,
-        journal,
-        extractor,
-        discovery_config(args, settings, device),
-        device,
-        show_corloc=not args.no_evaluation,
-        visualize_kind=args.visualize,
-        vis_folder=vis_folder,
-        show_progress=shard.is_main and not single_file,
-    )
-    journal.close()
+    with Journal(run_folder / shard.journal_name(), settings.settings(), overwrite=args.overwrite or single_file) as journal:
+        processed = process_shard(
+            records,
+            journal,
+            extractor,
+            discovery_config(args, settings, device),
+            device,
+            show_corloc=not args.no_evaluation,
+            visualize_kind=args.visualize,
+            vis_folder=vis_folder,
+            show_progress=shard.is_main and not single_file,
+        )
     if shard.world > 1:
         dist.barrier()
     if not shard.is_main:
@@ -307,11 +306,16 @@ def image_line(
 def write_report(
     run_folder: Path, spec: DatasetSpec, boxes: dict[str, np.ndarray], seconds: float, images_per_second: float | None
 ) -> None:
-    """``report.html`` and its pictures in the run folder (see report.py)."""
-    info = dataclasses.replace(
-        report.run_info(run_folder / "preds.pkl", spec.name), seconds=seconds, images_per_second=images_per_second
-    )
-    report.build_report(report.ReportRun(info, tuple(report.report_images(spec.records, boxes))), run_folder)
+    """``report.html`` and its pictures in the run folder (see report.py). The run's outputs are
+    written by then: a report that cannot be written is a warning, not a failed run."""
+    try:
+        info = dataclasses.replace(
+            report.run_info(run_folder / "preds.pkl", spec.name), seconds=seconds, images_per_second=images_per_second
+        )
+        report.build_report(report.ReportRun(info, tuple(report.report_images(spec.records, boxes))), run_folder)
+    except LostError as error:
+        print(f"warning: report.html not written ({error}); the predictions are saved", file=sys.stderr)
+        return
     print(f"Report saved at {run_folder / 'report.html'}")
 
 

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from lost.data import datasets
-from lost.errors import LostError
+from lost.errors import LostError, run_cli
 from lost.report import (
     DEFAULT_GALLERY_SIZE,
     ReportRun,
@@ -49,34 +49,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def write_reports(args: argparse.Namespace) -> None:
+    """report.html (and compare.html with ``--compare``) of the prediction file, and their headlines."""
     output = args.output if args.output is not None else args.pred_file.parent
-    try:
-        if args.gallery_size < 0:
-            raise LostError(f"--gallery_size {args.gallery_size}: must be 0 or more")
-        spec = datasets.load_dataset(args.dataset, args.set, args.datasets_root, args.no_hard)
-        predictions = load_run_predictions(args.pred_file, args.dataset, spec.records)
-        images = report_images(spec.records, predictions)
-        run = ReportRun(run_info(args.pred_file, spec.name), tuple(images))
-        links: tuple[tuple[str, str], ...] = ()
-        if args.compare is not None:
-            other_predictions = load_run_predictions(args.compare, args.dataset, spec.records)
-            other = ReportRun(run_info(args.compare, spec.name), tuple(with_predictions(images, other_predictions)))
-            comparison = build_comparison(run, other, output, gallery_size=args.gallery_size, seed=args.seed)
-            links = (("compare.html", f"Comparison with {args.compare}"),)
-        stats = build_report(run, output, gallery_size=args.gallery_size, seed=args.seed, links=links)
-    except LostError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    headline = stats.headline
+    if args.gallery_size < 0:
+        raise LostError(f"--gallery_size {args.gallery_size}: must be 0 or more")
+    spec = datasets.load_dataset(args.dataset, args.set, args.datasets_root, args.no_hard)
+    predictions = load_run_predictions(args.pred_file, args.dataset, spec.records)
+    images = report_images(spec.records, predictions)
+    run = ReportRun(run_info(args.pred_file, spec.name), tuple(images))
+    links: tuple[tuple[str, str], ...] = ()
+    if args.compare is not None:
+        other_predictions = load_run_predictions(args.compare, args.dataset, spec.records)
+        other = ReportRun(run_info(args.compare, spec.name), tuple(with_predictions(images, other_predictions)))
+        comparison = build_comparison(run, other, output, gallery_size=args.gallery_size, seed=args.seed)
+        links = (("compare.html", f"Comparison with {args.compare}"),)
+    headline = build_report(run, output, gallery_size=args.gallery_size, seed=args.seed, links=links).headline
     print(f"corloc: {headline.corloc:.1f} ({headline.hits}/{headline.evaluated}), {headline.skipped} skipped")
     print(f"Report written to {output / 'report.html'}")
     if args.compare is not None:
         only_a, only_b = len(comparison.only_a), len(comparison.only_b)
         print(f"both right {comparison.both}, only {args.pred_file} {only_a}, only {args.compare} {only_b}")
         print(f"Comparison written to {output / 'compare.html'}")
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(lambda: write_reports(parse_args(argv)))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Pseudo-classes for LOST boxes: CLS features of the box crops, whitening, k-means.
 
 Data flow: image + box → crop to the box → shorter side resized to 256 (bicubic) → ImageNet
-normalization → CLS embedding of a DINO ViT ``(B, d)`` → L2-normalized → whitened over the whole
+normalization → CLS token of a ViT after its final norm ``(B, d)`` (DINO, DINOv2 ± registers, DINOv3
+alike; timm's default pooling of DINOv3 would average the patches) → L2-normalized → whitened over the whole
 set → L2-normalized → k-means → one pseudo-label per image.
 
 Whitening: ``"std"`` (default) divides each dimension by its standard deviation over the set,
@@ -10,8 +11,9 @@ whitening (decorrelated components of unit variance).
 
 Batching: crops of one batch must share a size. A ViT's patch embedding (a stride-p convolution)
 ignores the pixels past the last full patch, so each resized crop is cut at its bottom/right to a
-multiple of the patch size, which leaves its features unchanged, and crops are batched by patch
-grid. A crop whose long side would exceed ``MAX_LONG_SIDE`` pixels (boxes more than 16 times
+multiple of the model's own patch size (14 for DINOv2), which leaves its features unchanged, and
+crops are batched by patch grid, as many as the attention maps of the model's heads and tokens
+(patches, CLS, registers) allow in the memory budget. A crop whose long side would exceed ``MAX_LONG_SIDE`` pixels (boxes more than 16 times
 longer than wide) is scaled so its long side is that limit instead.
 
 Boxes are ``[x1, y1, x2, y2]`` in pixels of the original image, x2/y2 exclusive. Predictions of a
@@ -37,6 +39,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from lost.backbones import FeatureExtractor
 from lost.data import images
 from lost.engine.discovery import DEFAULT_MEMORY_BUDGET, SizeBucketBatchSampler, attention_images_per_pass
 from lost.errors import LostError
@@ -124,30 +127,35 @@ def _collate(samples: list) -> tuple[torch.Tensor | None, list[int], list[tuple[
     return stacked, [i for _, i in crops], failures
 
 
+def cls_embedding(model: nn.Module, crops: torch.Tensor) -> torch.Tensor:
+    """The CLS token after the final norm of a timm-built ViT: crops (B, 3, H, W) -> (B, d)."""
+    return model.forward_features(crops)[:, 0]
+
+
 @torch.inference_mode()
 def crop_features(
-    model: nn.Module,
+    extractor: FeatureExtractor,
     paths: Sequence[Path],
     boxes: Sequence[np.ndarray],
-    patch_size: int,
     device: torch.device | str = "cpu",
     batch_size: int = 32,
     num_workers: int = 0,
 ) -> np.ndarray:
     """L2-normalized CLS embeddings of the box crops: (n, d) float32, row i for paths[i], boxes[i].
 
-    `model(images (B, 3, H, W)) -> (B, d)` is a ViT of `networks` on `device`. Raises LostError
-    listing the images that cannot be read.
+    extractor: of a ViT on `device`; its patch size cuts the crops, its heads and prefix tokens
+    size the batches. Raises LostError listing the images that cannot be read.
     """
     device = torch.device(device)
+    patch_size = extractor.patch_size
     sizes = [_image_size(path) for path in paths]
     grids = [None if size is None else crop_grid(box, size, patch_size) for box, size in zip(boxes, sizes, strict=True)]
-    heads = getattr(model, "num_heads", 1)
+    heads, prefix_tokens = extractor.num_heads, extractor.backbone.prefix_tokens
     sampler = SizeBucketBatchSampler(
         grids,
         batch_size,
         lambda grid: attention_images_per_pass(
-            (grid[0] * patch_size, grid[1] * patch_size), patch_size, heads, DEFAULT_MEMORY_BUDGET
+            (grid[0] * patch_size, grid[1] * patch_size), patch_size, heads, DEFAULT_MEMORY_BUDGET, prefix_tokens
         ),
     )
     loader = DataLoader(
@@ -163,7 +171,7 @@ def crop_features(
         failures.extend(failed)
         if crops is None:
             continue
-        embedding = F.normalize(model(crops.to(device, non_blocking=True)).float(), dim=1)
+        embedding = F.normalize(cls_embedding(extractor.model, crops.to(device, non_blocking=True)).float(), dim=1)
         if feats is None:
             feats = np.zeros((len(paths), embedding.shape[1]), dtype=np.float32)
         feats[indices] = embedding.cpu().numpy()

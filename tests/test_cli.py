@@ -1,5 +1,6 @@
 """main_lost.py end to end: one image, VOC07, COCO20k, DINO-seg, ResNet, and its clear errors."""
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -9,12 +10,14 @@ import pytest
 import torch
 from conftest import DEVICE_FLAGS, TEST_DEVICE
 from PIL import Image
+from run_names import head_tag, weights_tag
 from tiny_datasets import make_coco_tree, make_voc_tree
 
 import main_lost
-from lost.backbones import build_model
+from lost.backbones import BackboneSpec, build_model
 from lost.eval.metrics import is_correct_localization
 from lost.io.safe_files import read_predictions, read_scored_predictions
+from lost.methods import METHODS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,10 +35,10 @@ def test_one_image_prints_the_box_and_draws_every_visualization(tmp_path, vit_ti
     weights = ["--arch", "vit_tiny", "--pretrained_weights", str(vit_tiny_checkpoint), "--output_dir", str(tmp_path)]
     for kind in ("pred", "fms", "seed_expansion"):
         assert run_cli("--image_path", str(ROOT / "examples" / "chelsea.jpg"), "--visualize", kind, *weights) == 0
-        picture = Image.open(tmp_path / "visualizations" / "LOST-vit_tiny16_k" / f"chelsea_{kind}.png")
+        picture = Image.open(tmp_path / "visualizations" / f"LOST-vit_tiny16_k{weights_tag(vit_tiny_checkpoint)}" / f"chelsea_{kind}.png")
         assert picture.height == 300 and picture.width >= 451
     assert "chelsea.jpg: box [x1, y1, x2, y2] = [" in capsys.readouterr().out
-    preds = read_predictions(tmp_path / "LOST-vit_tiny16_k" / "preds.pkl")
+    preds = read_predictions(tmp_path / f"LOST-vit_tiny16_k{weights_tag(vit_tiny_checkpoint)}" / "preds.pkl")
     x1, y1, x2, y2 = preds["chelsea.jpg"].tolist()
     assert 0 <= x1 < x2 <= 451 and 0 <= y1 < y2 <= 300
 
@@ -48,12 +51,12 @@ def test_voc07_run_writes_published_outputs_with_its_corloc(tmp_path, vit_tiny_c
         "--visualize", "pred",
     )
     assert code == 0
-    run = tmp_path / "out" / "VOC07_trainval" / "LOST-vit_tiny16_k"
+    run = tmp_path / "out" / "VOC07_trainval" / f"LOST-vit_tiny16_k{weights_tag(vit_tiny_checkpoint)}"
     preds = read_predictions(run / "preds.pkl")
     assert list(preds) == tiny.names
     assert json.loads((run / "preds.json").read_text()) == {name: box.tolist() for name, box in preds.items()}
     assert (run / "results.txt").read_text().splitlines()[0] == f"corloc,{hand_corloc(preds, tiny.gt):.1f},,"
-    assert len(list((tmp_path / "out" / "VOC07_trainval" / "visualizations" / "LOST-vit_tiny16_k").glob("*.png"))) == 4
+    assert len(list((tmp_path / "out" / "VOC07_trainval" / "visualizations" / f"LOST-vit_tiny16_k{weights_tag(vit_tiny_checkpoint)}").glob("*.png"))) == 4
 
 
 def test_no_hard_leaves_out_images_with_only_hard_objects(tmp_path, vit_tiny_checkpoint):
@@ -62,7 +65,7 @@ def test_no_hard_leaves_out_images_with_only_hard_objects(tmp_path, vit_tiny_che
         "--dataset", "VOC07", "--set", "trainval", "--no_hard", "--datasets_root", str(tmp_path / "datasets"),
         "--arch", "vit_tiny", "--pretrained_weights", str(vit_tiny_checkpoint), "--output_dir", str(tmp_path / "out"),
     )
-    run = tmp_path / "out" / "VOC07_trainval-nohards" / "LOST-vit_tiny16_k"
+    run = tmp_path / "out" / "VOC07_trainval-nohards" / f"LOST-vit_tiny16_k{weights_tag(vit_tiny_checkpoint)}"
     preds = read_predictions(run / "preds.pkl")
     assert list(preds) == ["000001.jpg", "000002.jpg", "000004.jpg"]
     assert (run / "results.txt").read_text().splitlines()[0] == f"corloc,{hand_corloc(preds, tiny.gt_nohard):.1f},,"
@@ -74,7 +77,7 @@ def test_coco20k_run_names_images_by_id(tmp_path, vit_tiny_checkpoint):
         "--dataset", "COCO20k", "--set", "train", "--datasets_root", str(tmp_path / "datasets"),
         "--arch", "vit_tiny", "--pretrained_weights", str(vit_tiny_checkpoint), "--output_dir", str(tmp_path / "out"),
     )
-    run = tmp_path / "out" / "COCO20k_train" / "LOST-vit_tiny16_k"
+    run = tmp_path / "out" / "COCO20k_train" / f"LOST-vit_tiny16_k{weights_tag(vit_tiny_checkpoint)}"
     preds = read_predictions(run / "preds.pkl")
     assert list(preds) == ["42", "7", "1000", "1001"]
     assert (run / "results.txt").read_text().splitlines()[:2] == [f"corloc,{hand_corloc(preds, tiny.gt):.1f},,", "evaluated,4,,"]
@@ -88,8 +91,8 @@ def test_dinoseg_run_uses_the_published_folder_name(tmp_path, vit_tiny_checkpoin
         "--output_dir", str(tmp_path / "out"), "--visualize", "fms",
     )
     assert code == 0
-    assert len(read_predictions(tmp_path / "out" / "VOC07_trainval" / "vit_tiny-16_dinoseg-head2" / "preds.pkl")) == 4
-    pictures = tmp_path / "out" / "VOC07_trainval" / "visualizations" / "vit_tiny-16_dinoseg-head2"
+    assert len(read_predictions(tmp_path / "out" / "VOC07_trainval" / f"vit_tiny-16_dinoseg-head2{weights_tag(vit_tiny_checkpoint)}" / "preds.pkl")) == 4
+    pictures = tmp_path / "out" / "VOC07_trainval" / "visualizations" / f"vit_tiny-16_dinoseg-head2{weights_tag(vit_tiny_checkpoint)}"
     assert min(path.name for path in pictures.glob("*.png")) == "000001_pred.png", "DINO-seg draws its box"
 
 
@@ -112,7 +115,7 @@ def test_resnet50_run_gives_float_boxes(tmp_path):
         "--arch", "resnet50", "--pretrained_weights", str(checkpoint), "--output_dir", str(tmp_path / "out"),
     )
     assert code == 0
-    preds = read_predictions(tmp_path / "out" / "VOC07_trainval" / "LOST-resnet50dilate2" / "preds.pkl")
+    preds = read_predictions(tmp_path / "out" / "VOC07_trainval" / f"LOST-resnet50dilate2{weights_tag(checkpoint)}" / "preds.pkl")
     assert len(preds) == 4 and all(box.dtype == np.float64 for box in preds.values())
 
 
@@ -154,15 +157,18 @@ def found_head_file(tmp_path):
     return path
 
 
-@pytest.mark.parametrize("method, folder", [("found", "FOUND-vit_tiny16_k"), ("found_bkg", "FOUND-bkg-vit_tiny16_k")])
-def test_found_runs_write_their_folder_and_masks(tmp_path, vit_tiny_checkpoint, found_head_file, method, folder):
+@pytest.mark.parametrize("method, head", [("found", True), ("found_bkg", False)])
+def test_found_runs_write_their_folder_and_masks(tmp_path, vit_tiny_checkpoint, found_head_file, method, head):
     make_voc_tree(tmp_path / "datasets")
+    head_flags = ["--found_weights", str(found_head_file)] if head else []
     code = run_cli(
         "--dataset", "VOC07", "--set", "trainval", "--datasets_root", str(tmp_path / "datasets"), "--method", method,
-        "--found_weights", str(found_head_file), "--arch", "vit_tiny", "--pretrained_weights", str(vit_tiny_checkpoint),
+        *head_flags, "--arch", "vit_tiny", "--pretrained_weights", str(vit_tiny_checkpoint),
         "--output_dir", str(tmp_path / "out"), "--visualize", "mask",
     )
     assert code == 0
+    weights = weights_tag(vit_tiny_checkpoint)
+    folder = f"FOUND-vit_tiny16_k{weights}{head_tag(found_head_file)}" if head else f"FOUND-bkg-vit_tiny16_k{weights}"
     preds = read_predictions(tmp_path / "out" / "VOC07_trainval" / folder / "preds.pkl")
     assert len(preds) == 4 and all(0 <= box[0] < box[2] <= 64 and 0 <= box[1] < box[3] <= 48 for box in preds.values())
     pictures = sorted((tmp_path / "out" / "VOC07_trainval" / "visualizations" / folder).glob("*_mask.png"))
@@ -178,6 +184,8 @@ def test_found_without_network_names_the_url_the_cache_and_the_flag(tmp_path, vi
         raise OSError("network is unreachable")
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    on_vit_tiny = dataclasses.replace(found.FOUND_HEAD, trained_on=BackboneSpec("vit_tiny", 16), trained_width=192)
+    monkeypatch.setitem(METHODS, "found", dataclasses.replace(METHODS["found"], released_head=on_vit_tiny))
     code = run_cli(
         "--image_path", str(ROOT / "examples" / "chelsea.jpg"), "--method", "found", "--arch", "vit_tiny",
         "--pretrained_weights", str(vit_tiny_checkpoint), "--output_dir", str(tmp_path),
@@ -208,13 +216,13 @@ def test_an_evaluated_run_writes_its_report_with_the_results_corloc(tmp_path, vi
     common = ["--dataset", "VOC07", "--set", "trainval", "--datasets_root", str(tmp_path / "datasets"),
               "--arch", "vit_tiny", "--pretrained_weights", str(vit_tiny_checkpoint)]
     assert run_cli(*common, "--output_dir", str(tmp_path / "out")) == 0
-    run = tmp_path / "out" / "VOC07_trainval" / "LOST-vit_tiny16_k"
+    run = tmp_path / "out" / "VOC07_trainval" / f"LOST-vit_tiny16_k{weights_tag(vit_tiny_checkpoint)}"
     corloc = (run / "results.txt").read_text().splitlines()[0].split(",")[1]
     page = (run / "report.html").read_text()
     assert f"{corloc}" in page and "LOST (k_patches = 100)" in page
     assert (run / "report").is_dir()
     assert run_cli(*common, "--output_dir", str(tmp_path / "quiet"), "--no_report") == 0
-    assert not (tmp_path / "quiet" / "VOC07_trainval" / "LOST-vit_tiny16_k" / "report.html").exists()
+    assert not (tmp_path / "quiet" / "VOC07_trainval" / f"LOST-vit_tiny16_k{weights_tag(vit_tiny_checkpoint)}" / "report.html").exists()
 
 
 def test_a_folder_run_writes_no_report(tmp_path, vit_tiny_checkpoint, mixed_images):
@@ -231,11 +239,11 @@ def test_tokencut_run_writes_the_published_folder_and_its_cut_pictures(tmp_path,
         "--visualize", "cut",
     )
     assert code == 0
-    run = tmp_path / "out" / "VOC07_trainval" / "TokenCut-vit_tiny16_k"
+    run = tmp_path / "out" / "VOC07_trainval" / f"TokenCut-vit_tiny16_k{weights_tag(vit_tiny_checkpoint)}"
     preds = read_predictions(run / "preds.pkl")
     assert list(preds) == tiny.names
     assert (run / "results.txt").read_text().splitlines()[0] == f"corloc,{hand_corloc(preds, tiny.gt):.1f},,"
-    pictures = sorted((tmp_path / "out" / "VOC07_trainval" / "visualizations" / "TokenCut-vit_tiny16_k").glob("*_cut.png"))
+    pictures = sorted((tmp_path / "out" / "VOC07_trainval" / "visualizations" / f"TokenCut-vit_tiny16_k{weights_tag(vit_tiny_checkpoint)}").glob("*_cut.png"))
     assert len(pictures) == 4 and Image.open(pictures[0]).width == 3 * 64 + 2 * 8
 
 
@@ -258,7 +266,7 @@ def test_maskcut_run_writes_every_box_with_its_score_and_draws_them(tmp_path, vi
         "--output_dir", str(tmp_path / "out"), "--visualize", "pred",
     )
     assert code == 0
-    run = tmp_path / "out" / "VOC07_trainval" / "MaskCut-vit_tiny16_k"
+    run = tmp_path / "out" / "VOC07_trainval" / f"MaskCut-vit_tiny16_k{weights_tag(vit_tiny_checkpoint)}"
     scored = read_scored_predictions(run / "preds.pkl")
     assert list(scored) == tiny.names
     assert all(1 <= len(found.boxes) <= 3 and np.all(np.diff(found.scores) <= 0) for found in scored.values())
@@ -270,7 +278,7 @@ def test_maskcut_run_writes_every_box_with_its_score_and_draws_them(tmp_path, vi
     top = {name: found.box for name, found in scored.items()}
     assert {name: box.tolist() for name, box in read_predictions(run / "preds.pkl").items()} == {n: b.tolist() for n, b in top.items()}
     assert (run / "results.txt").read_text().splitlines()[0] == f"corloc,{hand_corloc(top, tiny.gt):.1f},,"
-    pictures = sorted((tmp_path / "out" / "VOC07_trainval" / "visualizations" / "MaskCut-vit_tiny16_k").glob("*_pred.png"))
+    pictures = sorted((tmp_path / "out" / "VOC07_trainval" / "visualizations" / f"MaskCut-vit_tiny16_k{weights_tag(vit_tiny_checkpoint)}").glob("*_pred.png"))
     assert len(pictures) == 4 and Image.open(pictures[0]).size == (64, 48)
     journal_lines = [json.loads(line) for line in (run / "journal.jsonl").read_text().splitlines()[1:]]
     assert all(set(line) == {"name", "boxes", "scores"} for line in journal_lines)
@@ -283,7 +291,7 @@ def test_one_image_maskcut_run_prints_every_box_best_first(tmp_path, vit_tiny_ch
     assert code == 0
     line = next(text for text in capsys.readouterr().out.splitlines() if text.startswith("chelsea.jpg:"))
     assert line.startswith("chelsea.jpg: boxes [x1, y1, x2, y2] (score), best first = [")
-    scored = read_scored_predictions(tmp_path / "MaskCut-vit_tiny16_k" / "preds.json")["chelsea.jpg"]
+    scored = read_scored_predictions(tmp_path / f"MaskCut-vit_tiny16_k{weights_tag(vit_tiny_checkpoint)}" / "preds.json")["chelsea.jpg"]
     assert line.count("(") - 1 == len(scored.boxes)
 
 
@@ -294,7 +302,7 @@ def test_maskcut_flags_share_tau_with_tokencut_but_not_its_default(capsys):
     spec = main_lost.run_spec(main_lost.parse_args(["--method", "maskcut", "--tau", "0.3", "--max_objects", "5",
                                                     "--eigensolver", "dense"]), "x")
     assert (spec.params.tau, spec.params.max_objects, spec.params.eigensolver) == (0.3, 5, "dense")
-    assert spec.experiment_name() == "MaskCut-vit_small16_k"
+    assert spec.experiment_name() == "MaskCut-vit_small16_k_max_objects-5_tau-0.3_eigensolver-dense"
 
 
 def test_maskcut_bad_max_objects_is_one_line(tmp_path, vit_tiny_checkpoint, capsys):

@@ -11,7 +11,7 @@ from tiny_datasets import make_voc_tree
 
 import cluster_for_OD
 from lost import clustering
-from lost.backbones import loading
+from lost.backbones import FeatureExtractor, loading
 from lost.data import images
 from lost.errors import LostError
 from lost.io import safe_files
@@ -95,8 +95,9 @@ def crops_on_disk(tmp_path):
 def test_batched_features_equal_one_by_one_features(crops_on_disk):
     paths, boxes = crops_on_disk
     model = tiny_vit(patch_size=16)
-    batched = clustering.crop_features(model, paths, boxes, 16, batch_size=8)
-    single = clustering.crop_features(model, paths, boxes, 16, batch_size=1)
+    extractor = FeatureExtractor(model, "vit_tiny", 16)
+    batched = clustering.crop_features(extractor, paths, boxes, batch_size=8)
+    single = clustering.crop_features(extractor, paths, boxes, batch_size=1)
     assert batched.shape == (5, 48)
     np.testing.assert_allclose(batched, single, atol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(batched, axis=1), 1.0, atol=1e-6)
@@ -112,7 +113,7 @@ def test_unreadable_images_are_reported(crops_on_disk, tmp_path):
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"not an image")
     with pytest.raises(LostError, match=r"1 image\(s\) cannot be read: .*broken\.jpg"):
-        clustering.crop_features(tiny_vit(patch_size=16), [*paths, broken], [*boxes, boxes[0]], 16)
+        clustering.crop_features(FeatureExtractor(tiny_vit(patch_size=16), "vit_tiny", 16), [*paths, broken], [*boxes, boxes[0]])
 
 
 # ----------------------------------------------------------------------------------------------

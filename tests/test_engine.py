@@ -139,6 +139,13 @@ def test_memory_splitter_splits_batches_that_exceed_the_budget():
     assert len(sampler) == 3
 
 
+def test_memory_budget_counts_every_prefix_token():
+    # 48x64 with p = 16 and CLS + 4 registers: T = 3 * 4 + 5 = 17 tokens -> 6 * 17 * 17 * 4 = 6936 bytes per image;
+    # counted with one prefix token (13 tokens, 4056 bytes) the same budget would take 3 images
+    assert attention_images_per_pass((48, 64), 16, 6, budget=6936 * 2, prefix_tokens=5) == 2
+    assert attention_images_per_pass((48, 64), 16, 6, budget=6936 * 2) == 3
+
+
 def test_memory_splitter_bounds_real_runs(vit_extractor, mixed_images):
     config = DiscoveryConfig(batch_size=8, memory_budget=1)
     assert engine_boxes(vit_extractor, mixed_images, config) == one_image_boxes(vit_extractor, mixed_images)

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from conftest import DEVICE_FLAGS, write_noise_images
 from PIL import Image
+from run_names import input_folder, weights_tag
 from tiny_datasets import make_coco_tree, make_voc_tree
 
 import main_lost
@@ -45,6 +46,11 @@ def write_bad_inputs(devkit: Path) -> None:
     (annotations / "000013.xml").write_text("<annotation><object>")
 
 
+def folder_run(output: Path, images: Path, checkpoint: Path, method: str = "LOST") -> Path:
+    """The run folder of `method` on ViT-Tiny/16 with `checkpoint` over the folder `images`."""
+    return output / input_folder(images) / f"{method}-vit_tiny16_k{weights_tag(checkpoint)}"
+
+
 def run_cli(*args: str) -> int:
     return main_lost.main([*args, "--num_workers", "0", *DEVICE_FLAGS])
 
@@ -59,7 +65,7 @@ def test_every_bad_input_is_skipped_or_handled_and_reported(tmp_path, vit_tiny_c
     )
     out = capsys.readouterr().out + capsys.readouterr().err
     assert code == 0
-    run = tmp_path / "out" / "VOC07_trainval" / "LOST-vit_tiny16_k"
+    run = tmp_path / "out" / "VOC07_trainval" / f"LOST-vit_tiny16_k{weights_tag(vit_tiny_checkpoint)}"
     skipped = dict(line.split("\t") for line in (run / "skipped.txt").read_text().splitlines())
     assert sorted(skipped) == ["000001.jpg", "000002.jpg", "000003.jpg", "000011.jpg", "000012.jpg", "000013.jpg"]
     assert "empty" in skipped["000001.jpg"] and "truncated" in skipped["000002.jpg"]
@@ -93,7 +99,7 @@ def test_coco_image_missing_on_disk_is_skipped(tmp_path, vit_tiny_checkpoint):
         "--dataset", "COCO20k", "--set", "train", "--datasets_root", str(tmp_path / "datasets"),
         "--arch", "vit_tiny", "--pretrained_weights", str(vit_tiny_checkpoint), "--output_dir", str(tmp_path / "out"),
     )
-    run = tmp_path / "out" / "COCO20k_train" / "LOST-vit_tiny16_k"
+    run = tmp_path / "out" / "COCO20k_train" / f"LOST-vit_tiny16_k{weights_tag(vit_tiny_checkpoint)}"
     assert list(read_predictions(run / "preds.pkl")) == ["42", "1000", "1001"]
     assert (run / "skipped.txt").read_text().startswith("7\t")
 
@@ -131,18 +137,18 @@ def kill_images(tmp_path_factory) -> Path:
 def uninterrupted(kill_images, vit_tiny_checkpoint, tmp_path_factory) -> dict[str, list]:
     output = tmp_path_factory.mktemp("whole")
     subprocess.run(lost_command(kill_images, output, vit_tiny_checkpoint), check=True, capture_output=True)
-    return {name: box.tolist() for name, box in read_predictions(output / "photos" / "LOST-vit_tiny16_k" / "preds.pkl").items()}
+    return {name: box.tolist() for name, box in read_predictions(folder_run(output, kill_images, vit_tiny_checkpoint) / "preds.pkl").items()}
 
 
 @pytest.mark.parametrize("after_lines", [1, 4, 10])
 def test_killed_run_resumes_to_the_same_predictions(kill_images, vit_tiny_checkpoint, uninterrupted, tmp_path, after_lines):
     command = lost_command(kill_images, tmp_path, vit_tiny_checkpoint)
-    journal = tmp_path / "photos" / "LOST-vit_tiny16_k" / "journal.jsonl"
+    journal = folder_run(tmp_path, kill_images, vit_tiny_checkpoint) / "journal.jsonl"
     run_and_kill(command, journal, after_lines)
     finished_before = journal_lines(journal) - 1
-    assert not (tmp_path / "photos" / "LOST-vit_tiny16_k" / "preds.pkl").exists()
+    assert not (folder_run(tmp_path, kill_images, vit_tiny_checkpoint) / "preds.pkl").exists()
     subprocess.run(command, check=True, capture_output=True)
-    preds = read_predictions(tmp_path / "photos" / "LOST-vit_tiny16_k" / "preds.pkl")
+    preds = read_predictions(folder_run(tmp_path, kill_images, vit_tiny_checkpoint) / "preds.pkl")
     assert {name: box.tolist() for name, box in preds.items()} == uninterrupted
     names = [line for line in journal.read_text().splitlines()[1:]]
     assert len(names) == len(uninterrupted), "no finished image was done twice"
@@ -155,7 +161,7 @@ def test_torchrun_shards_merge_and_a_dead_rank_resumes_its_shard(tmp_path, vit_t
         *lost_command(kill_images, tmp_path, vit_tiny_checkpoint)[1:],
     ]
     subprocess.run(command, check=True, capture_output=True, timeout=300)
-    run = tmp_path / "photos" / "LOST-vit_tiny16_k"
+    run = folder_run(tmp_path, kill_images, vit_tiny_checkpoint)
     preds = read_predictions(run / "preds.pkl")
     assert {name: box.tolist() for name, box in preds.items()} == uninterrupted
     assert list(preds) == list(uninterrupted)
@@ -177,7 +183,7 @@ def test_a_second_run_on_a_busy_folder_stops_at_once_and_a_killed_runs_lock_is_t
     kill_images, vit_tiny_checkpoint, uninterrupted, tmp_path, capsys
 ):
     command = lost_command(kill_images, tmp_path, vit_tiny_checkpoint)
-    run = tmp_path / "photos" / "LOST-vit_tiny16_k"
+    run = folder_run(tmp_path, kill_images, vit_tiny_checkpoint)
     first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
@@ -197,7 +203,7 @@ def test_a_second_run_on_a_busy_folder_stops_at_once_and_a_killed_runs_lock_is_t
 
 def test_a_full_disk_is_one_line_and_the_same_command_resumes(kill_images, vit_tiny_checkpoint, uninterrupted, tmp_path, capsys, monkeypatch):
     command = lost_command(kill_images, tmp_path, vit_tiny_checkpoint)[2:]
-    journal = tmp_path / "photos" / "LOST-vit_tiny16_k" / "journal.jsonl"
+    journal = folder_run(tmp_path, kill_images, vit_tiny_checkpoint) / "journal.jsonl"
     real_fsync, calls = os.fsync, []
 
     def fsync_until_the_disk_fills(fd: int) -> None:
@@ -217,7 +223,7 @@ def test_a_full_disk_is_one_line_and_the_same_command_resumes(kill_images, vit_t
     monkeypatch.setattr(journal_module.os, "fsync", real_fsync)
     assert main_lost.main(command) == 0
     assert journal_lines(journal) == 1 + len(uninterrupted), "no image is done twice"
-    preds = read_predictions(tmp_path / "photos" / "LOST-vit_tiny16_k" / "preds.pkl")
+    preds = read_predictions(folder_run(tmp_path, kill_images, vit_tiny_checkpoint) / "preds.pkl")
     assert {name: box.tolist() for name, box in preds.items()} == uninterrupted
 
 
@@ -232,7 +238,8 @@ def test_a_picture_on_a_read_only_file_system_isone_line(tmp_path, vit_tiny_chec
     )
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1
-    assert f"cannot write {tmp_path / 'visualizations' / 'LOST-vit_tiny16_k' / 'chelsea_pred.png'}: read-only file system" in err
+    picture = tmp_path / "visualizations" / f"LOST-vit_tiny16_k{weights_tag(vit_tiny_checkpoint)}" / "chelsea_pred.png"
+    assert f"cannot write {picture}: read-only file system" in err
 
 
 # ----------------------------------------------------------------------------------------------
@@ -247,7 +254,7 @@ def test_maskcut_skips_and_handles_every_bad_input_like_the_others(tmp_path, vit
         "--arch", "vit_tiny", "--pretrained_weights", str(vit_tiny_checkpoint), "--output_dir", str(tmp_path / "out"),
     )
     assert code == 0
-    run = tmp_path / "out" / "VOC07_trainval" / "MaskCut-vit_tiny16_k"
+    run = tmp_path / "out" / "VOC07_trainval" / f"MaskCut-vit_tiny16_k{weights_tag(vit_tiny_checkpoint)}"
     skipped = dict(line.split("\t") for line in (run / "skipped.txt").read_text().splitlines())
     assert sorted(skipped) == ["000001.jpg", "000002.jpg", "000003.jpg", "000011.jpg", "000012.jpg", "000013.jpg"]
     scored = read_scored_predictions(run / "preds.pkl")
@@ -264,7 +271,7 @@ def maskcut_uninterrupted(kill_images, vit_tiny_checkpoint, tmp_path_factory) ->
     output = tmp_path_factory.mktemp("maskcut_whole")
     command = lost_command(kill_images, output, vit_tiny_checkpoint, "--method", "maskcut")
     subprocess.run(command, check=True, capture_output=True)
-    return read_scored_predictions(output / "photos" / "MaskCut-vit_tiny16_k" / "preds.json")
+    return read_scored_predictions(folder_run(output, kill_images, vit_tiny_checkpoint, "MaskCut") / "preds.json")
 
 
 def as_lists(scored) -> dict[str, tuple[list, list]]:
@@ -274,7 +281,7 @@ def as_lists(scored) -> dict[str, tuple[list, list]]:
 def test_killed_maskcut_run_resumes_to_the_same_boxes_and_scores(kill_images, vit_tiny_checkpoint, maskcut_uninterrupted, tmp_path):
     assert any(len(found.boxes) > 1 for found in maskcut_uninterrupted.values()), "some image must have several boxes"
     command = lost_command(kill_images, tmp_path, vit_tiny_checkpoint, "--method", "maskcut")
-    run = tmp_path / "photos" / "MaskCut-vit_tiny16_k"
+    run = folder_run(tmp_path, kill_images, vit_tiny_checkpoint, "MaskCut")
     run_and_kill(command, run / "journal.jsonl", 6)
     assert not (run / "preds.pkl").exists()
     subprocess.run(command, check=True, capture_output=True)

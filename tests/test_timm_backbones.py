@@ -14,6 +14,7 @@ import timm
 import torch
 import torch.nn.functional as F
 from conftest import DEVICE_FLAGS, TEST_DEVICE, write_noise_images
+from run_names import input_folder, weights_tag
 
 import main_lost
 from lost import backbones
@@ -366,7 +367,8 @@ def test_main_lost_runs_a_dinov2_checkpoint_with_registers(tmp_path, dinov2_reg_
         "--output_dir", str(tmp_path / "out"), "--num_workers", "0", *DEVICE_FLAGS, *method_flags,
     ])
     assert code == 0
-    preds = read_predictions(tmp_path / "out" / "images" / folder / "preds.pkl")
+    run = tmp_path / "out" / input_folder(tmp_path / "images") / f"{folder}{weights_tag(dinov2_reg_checkpoint)}"
+    preds = read_predictions(run / "preds.pkl")
     sizes = {"000000.jpg": (64, 48), "000001.jpg": (48, 64), "000002.jpg": (50, 40)}
     assert sorted(preds) == sorted(sizes)
     for name, (width, height) in sizes.items():

@@ -151,13 +151,16 @@ class SizeBucketBatchSampler(Sampler[list[int]]):
         return sum(-(-len(indices) // self._batch_size_for(size)) for size, indices in self.buckets.items())
 
 
-def attention_images_per_pass(padded: tuple[int, int], patch_size: int, num_heads: int, budget: int) -> int:
+def attention_images_per_pass(
+    padded: tuple[int, int], patch_size: int, num_heads: int, budget: int, prefix_tokens: int = 1
+) -> int:
     """Images whose (heads, T, T) float32 attention maps fit ``budget`` bytes (at least 1).
 
-    padded: (Hp, Wp); T = Hp * Wp / p² patches + 1 CLS token. With fused attention the maps are
-    not always materialized, but the bound keeps the fallback paths and the Gram rows in budget.
+    padded: (Hp, Wp); T = Hp * Wp / p² patches + the prefix tokens (1: CLS; 5 with 4 registers).
+    With fused attention the maps are not always materialized, but the bound keeps the fallback
+    paths and the Gram rows in budget.
     """
-    tokens = (padded[0] // patch_size) * (padded[1] // patch_size) + 1
+    tokens = (padded[0] // patch_size) * (padded[1] // patch_size) + prefix_tokens
     return max(1, budget // (num_heads * tokens * tokens * 4))
 
 
@@ -192,10 +195,11 @@ def make_loader(
     """A DataLoader of :class:`ImageBatch`, bucketed by padded size and split to the memory budget."""
     patch_size = extractor.pad_multiple
     num_heads = extractor.num_heads
+    prefix_tokens = extractor.backbone.prefix_tokens
     sampler = SizeBucketBatchSampler(
         read_padded_sizes(records, patch_size, config.max_size),
         config.batch_size,
-        lambda size: attention_images_per_pass(size, patch_size, num_heads, config.memory_budget),
+        lambda size: attention_images_per_pass(size, patch_size, num_heads, config.memory_budget, prefix_tokens),
     )
     return DataLoader(
         ImageFileDataset(records, patch_size, config.max_size),

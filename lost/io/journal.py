@@ -11,7 +11,11 @@ type through JSON: whole-number boxes (ViT) come back as int64, CNN boxes as flo
 A run holds a lock on its journal (``<journal>.lock``, an ``flock`` that the system releases
 when the process dies, however it dies): a second command started on the same run folder stops
 at once with the pid and host of the one running, and a run killed with SIGKILL leaves nothing
-that blocks the next start.
+that blocks the next start. A :class:`Journal` is a context manager: the lock is released when
+the ``with`` block ends, by an error too.
+
+A journal whose first line records other settings (another input folder, another parameter) is
+refused with one line naming each differing setting, its value there and here.
 
 Final outputs are written with :func:`safe_files.atomic_write`: a reader sees the old file or the
 new one, never half of one.
@@ -24,9 +28,11 @@ import json
 import os
 import socket
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import numpy as np
+from typing_extensions import Self
 
 from lost.errors import LostError, writing
 from lost.io.safe_files import ScoredBoxes
@@ -159,7 +165,7 @@ class Journal:
             return
         if lines[0]["run"] != run:
             raise LostError(
-                f"{self.path} belongs to a run with other settings ({lines[0]['run']}): "
+                f"{self.path} belongs to a run with other settings ({settings_difference(lines[0]['run'], run)}): "
                 "rerun with the same flags to resume it, or add --overwrite to start over"
             )
         for entry in lines[1:]:
@@ -176,6 +182,14 @@ class Journal:
         """Release the run folder's lock."""
         self.lock.release()
 
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, _type: type[BaseException] | None, _error: BaseException | None, _traceback: TracebackType | None
+    ) -> None:
+        self.close()
+
     def is_done(self, name: str) -> bool:
         """Whether the image ``name`` already has its box (skipped images are tried again)."""
         return name in self.boxes
@@ -189,6 +203,24 @@ class Journal:
             self._write_lines(entries)
             for entry in entries:
                 apply_entry(entry, self.boxes, self.errors, self.detections)
+
+
+def settings_difference(written: dict[str, Any], wanted: dict[str, Any], prefix: str = "") -> str:
+    """``input: /a/photos there, /b/photos here; params.tau: 0.2 there, 0.3 here``: every
+    setting (nested ones by their dotted path) whose value differs, absent ones as ``none``."""
+    differences = []
+    for key in dict.fromkeys([*written, *wanted]):
+        there, here = written.get(key), wanted.get(key)
+        if isinstance(there, dict) and isinstance(here, dict):
+            inner = settings_difference(there, here, f"{prefix}{key}.")
+            differences += [inner] if inner else []
+        elif there != here:
+            differences.append(f"{prefix}{key}: {_setting_text(there)} there, {_setting_text(here)} here")
+    return "; ".join(differences)
+
+
+def _setting_text(value: Any) -> str:
+    return "none" if value is None else str(value)
 
 
 def merge_journals(paths: list[Path]) -> tuple[dict[str, np.ndarray], dict[str, str], dict[str, ScoredBoxes]]:

@@ -20,6 +20,7 @@ from lost.errors import LostError
 from lost.methods.dinoseg import DinoSegParams, check_dinoseg_head, dinoseg_folder, discover_dinoseg
 from lost.methods.entry import Method, flag
 from lost.methods.found import (
+    FOUND_HEAD,
     FoundBackgroundParams,
     FoundParams,
     discover_found,
@@ -103,6 +104,7 @@ METHODS: dict[str, Method] = {
             pictures={"pred": box_picture, "mask": found_mask_picture},
             vit_only=True,
             prepare=prepare_found,
+            released_head=FOUND_HEAD,
         ),
         Method(
             name="found_bkg",

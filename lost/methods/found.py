@@ -48,7 +48,7 @@ from lost.backbones import BackboneSpec, Features
 from lost.errors import LostError, one_line
 from lost.geometry import cells_to_box, largest_component_cells
 from lost.io.safe_files import atomic_write
-from lost.methods.entry import flag
+from lost.methods.entry import ReleasedHead, flag
 from lost.refine.bilateral_solver import BilateralSolver, bilateral_grid
 
 FOREGROUND_PROBABILITY = 0.5
@@ -64,6 +64,9 @@ FOUND_WEIGHTS_URL = "https://raw.githubusercontent.com/valeoai/FOUND/main/data/w
 FOUND_WEIGHTS_SHA256 = "47ff2a4af3dbc6c80cb832cc81f8ed8ae81809e52576d0de5f9c754cf46ef9b5"
 FOUND_WEIGHTS_FILE = "found_decoder_weights.pt"
 """The released head (ViT-S/8 keys, 384 -> 1), cached under ``<torch hub dir>/checkpoints``."""
+FOUND_HEAD = ReleasedHead("FOUND", BackboneSpec("vit_small", 8, which_features="k"), 384, "weights", "--found_weights")
+"""The released head's description: trained on DINO ViT-S/8's keys (384 channels), replaced by
+the file of ``--found_weights``."""
 
 SOLVER_SIGMAS = {"sigma_spatial": 16, "sigma_luma": 16, "sigma_chroma": 8}
 SOLVER_CONFIDENCE = 0.999

@@ -106,15 +106,26 @@ def run_info(pred_file: Path, dataset: str) -> RunInfo:
     return RunInfo(
         source=str(pred_file),
         method=method_description(settings),
-        backbone=f"{BackboneSpec(**settings['backbone']).label()}, {settings.get('precision')}",
+        backbone=backbone_description(settings),
         weights=settings["backbone"].get("weights") or "published (default download)",
         dataset=str(settings.get("input", dataset)),
     )
 
 
+def backbone_description(settings: Mapping) -> str | None:
+    """``vit_small16, fp32`` from run settings; None when a journal of another schema does not
+    describe a backbone this version knows (its fields unknown, its arch gone)."""
+    try:
+        label = BackboneSpec(**settings["backbone"]).label()
+    except (LostError, TypeError):  # a field this version lacks, an arch it does not know
+        return None
+    return f"{label}, {settings['precision']}" if "precision" in settings else label
+
+
 def method_description(settings: Mapping) -> str:
     """``LOST (k_patches = 100)``: the method's title and its parameters, from run settings."""
-    params = ", ".join(f"{name} = {value}" for name, value in settings.get("params", {}).items())
+    params = settings.get("params")
+    params = ", ".join(f"{name} = {value}" for name, value in params.items()) if isinstance(params, dict) else ""
     title = METHODS[settings["method"]].title if settings.get("method") in METHODS else str(settings.get("method"))
     return f"{title} ({params})" if params else title
 
