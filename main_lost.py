@@ -28,9 +28,10 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from lost.backbones import BackboneSpec, FeatureExtractor, load_backbone
+from lost.backbones import FeatureExtractor, load_backbone
+from lost.cli import add_backbone_flags, add_engine_flags, backbone_spec, default_batch_size, default_workers
 from lost.data.datasets import DatasetSpec, ImageRecord, load_dataset, single_image_records
-from lost.engine.discovery import PRECISIONS, Discovery, DiscoveryConfig, discover_batches
+from lost.engine.discovery import Discovery, DiscoveryConfig, discover_batches
 from lost.errors import LostError, run_cli
 from lost.eval.metrics import CorLocMeter, evaluate_corloc, is_correct_localization
 from lost.io.journal import Journal, merge_journals
@@ -43,14 +44,7 @@ from lost.viz.pictures import save_png
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="LOST: discover the objects of images without labels.")
-    model = parser.add_argument_group("model")
-    model.add_argument("--arch", default="vit_small", help="backbone: vit_tiny, vit_small, vit_base, resnet50, resnet50_imagenet, vgg16_imagenet, or a timm ViT name such as vit_small_patch14_reg4_dinov2.lvd142m")
-    model.add_argument("--patch_size", default=16, type=int, choices=[8, 16], help="ViT patch size (and padding multiple)")
-    model.add_argument("--pretrained_weights", default=None, help="local checkpoint instead of the official download")
-    model.add_argument("--checkpoint_key", default="teacher", help="teacher or student in a DINO training checkpoint")
-    model.add_argument("--resnet_dilate", default=2, type=int, choices=[1, 2, 4], help="ResNet dilation level")
-    model.add_argument("--which_features", default="k", choices=["k", "q", "v"], help="last-block features")
-    model.add_argument("--rope_keys", default="pre", choices=["pre", "post"], help="RoPE models (DINOv3): keys/queries before or after the rotary embedding")
+    add_backbone_flags(parser)
 
     data = parser.add_argument_group("input")
     data.add_argument("--dataset", default="VOC07", choices=["VOC07", "VOC12", "COCO20k"])
@@ -68,11 +62,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run.add_argument("--output_dir", default="outputs")
     run.add_argument("--no_evaluation", action="store_true", help="do not compute CorLoc")
     run.add_argument("--visualize", default=None, choices=PICTURE_KINDS, help="write one PNG per image (a kind the method does not draw gives pred)")
-    run.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
-    run.add_argument("--batch_size", default=None, type=int, help="images per forward pass (default: 4 on CPU, 16 on GPU)")
-    run.add_argument("--num_workers", default=None, type=int, help="image decoding processes (default: 1 on CPU, up to 8 on GPU)")
-    run.add_argument("--precision", default="fp32", choices=list(PRECISIONS), help="backbone precision")
-    run.add_argument("--max_size", default=1024, type=int, help="scale down images whose longer side exceeds this (0: never); boxes are given in original pixels")
+    add_engine_flags(run)
     run.add_argument("--overwrite", action="store_true", help="start over instead of resuming an earlier run")
     run.add_argument("--strict", action="store_true", help="exit non-zero when an image had to be skipped")
     run.add_argument("--no_report", action="store_true", help="do not write report.html (per-class CorLoc, misses, gallery)")
@@ -127,16 +117,7 @@ def chosen_method(args: argparse.Namespace) -> str:
 def run_spec(args: argparse.Namespace, input_name: str) -> RunSpec:
     """The settings of the command line that change results."""
     method = method_entry(chosen_method(args))
-    backbone = BackboneSpec(
-        arch=args.arch,
-        patch_size=args.patch_size,
-        resnet_dilate=args.resnet_dilate,
-        weights=None if args.pretrained_weights is None else str(args.pretrained_weights),
-        checkpoint_key=args.checkpoint_key,
-        which_features=args.which_features,
-        rope_keys=args.rope_keys,
-    )
-    return RunSpec(input_name, backbone, method.name, params_from_args(method, args), args.precision, args.max_size or None)
+    return RunSpec(input_name, backbone_spec(args), method.name, params_from_args(method, args), args.precision, args.max_size or None)
 
 
 def visualize(kind: str, method: Method, record: ImageRecord, found: Discovery, folder: Path, max_size: int | None) -> None:
@@ -150,18 +131,12 @@ def evaluated_corloc(records: list[ImageRecord], boxes: dict[str, np.ndarray]) -
     return evaluate_corloc([record for record in records if record.name in boxes], boxes)
 
 
-def default_workers(device: torch.device) -> int:
-    """Decoding processes: 1 beside a CPU run (decoding takes ~2% of an image's time there and the
-    backbone needs the cores), up to 8 to feed a GPU."""
-    return min(8, os.cpu_count() or 1) if device.type == "cuda" else 1
-
-
 def discovery_config(args: argparse.Namespace, spec: RunSpec, device: torch.device) -> DiscoveryConfig:
     """The engine settings of the run, with the device's defaults filled in."""
     return DiscoveryConfig(
         method=spec.method,
         params=spec.params,
-        batch_size=args.batch_size or (16 if device.type == "cuda" else 4),
+        batch_size=args.batch_size or default_batch_size(device),
         num_workers=args.num_workers if args.num_workers is not None else default_workers(device),
         precision=spec.precision,
         max_size=spec.max_size,

@@ -52,7 +52,7 @@ def tokencut_metrics(predictions: list[np.ndarray], grey_gts: list[np.ndarray]) 
         recalls.append([pair[1] for pair in pairs])
     p, r = torch.tensor(precisions), torch.tensor(recalls)
     f_scores = ((1 + 0.3) * p * r) / (0.3 * p + r)
-    f_scores[f_scores != f_scores] = 0.0
+    f_scores[torch.isnan(f_scores)] = 0.0
     count = len(grey_gts)
     return {"IoU": iou / count, "accuracy": accuracy / count, "F_max": f_scores.mean(dim=0).max().item()}
 
