@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 
 def _tokencut_iou(gt: torch.Tensor, prediction: torch.Tensor) -> float:
@@ -84,3 +85,43 @@ def found_metrics(predictions: list[np.ndarray], grey_gts: list[np.ndarray], bet
         f_max += _selfmask_f_max(pred, gt, beta_square)
     count = len(grey_gts)
     return {"iou": iou / count, "pixel_acc": accuracy / count, "f_max": f_max / count}
+
+
+def found_single_component(binary: np.ndarray) -> np.ndarray:
+    """FOUND's ``evaluate_saliency`` single mode: label the binary map, find the label set as
+    background (the one overlapping most with the map's zeros), and keep the largest other one."""
+    labeled, count = ndimage.label(binary)
+    if count == 0:
+        return np.asarray(binary, dtype=bool)
+    sizes = [np.sum(labeled == i) for i in range(count + 1)]
+    order = np.argsort(sizes)
+    components = torch.stack([torch.Tensor(labeled == i) for i in order])
+    zeros = (~torch.from_numpy(np.asarray(binary, dtype=bool))).float()
+    background = int(((zeros[None] + components) > 1).sum(-1).sum(-1).argmax())
+    order = np.delete(order, background)
+    return labeled == order[-1]
+
+
+def solver_region(filled: np.ndarray, get_all_cc: bool) -> np.ndarray:
+    """The region rule of FOUND's ``bilateral_solver_output`` on the filled ``output > 0.5``."""
+    labeled, count = ndimage.label(filled)
+    sizes = [np.sum(labeled == i) for i in range(count + 1)]
+    order = np.argsort(sizes)
+    if get_all_cc:
+        return (labeled[None] == order[::-1][1:, None, None]).astype(int).sum(0).astype(bool)
+    try:
+        return labeled == order[-2]
+    except IndexError:
+        return np.ones(filled.shape, dtype=bool)
+
+
+def tokencut_component_map(bipartition: np.ndarray, seed: int, dims: tuple[int, int], image_size: tuple[int, int]) -> np.ndarray:
+    """TokenCut's saliency ``ncut``: the seed's component of the (h, w) bipartition, then
+    ``F.interpolate(mode='nearest')`` to the (H, W) image, float64."""
+    objects, _ = ndimage.label(bipartition)
+    label = objects[np.unravel_index(seed, dims)]
+    mask = np.zeros(dims)
+    rows, cols = np.where(objects == label)
+    mask[rows, cols] = 1
+    upsampled = torch.nn.functional.interpolate(torch.from_numpy(mask)[None, None], size=image_size, mode="nearest")
+    return upsampled.squeeze().numpy()

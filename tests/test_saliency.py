@@ -2,10 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
+
 import numpy as np
 import pytest
-from published_saliency import found_metrics, tokencut_metrics
+import torch
+from conftest import write_noise_images
+from PIL import Image
+from published_saliency import (
+    found_metrics,
+    found_single_component,
+    solver_region,
+    tokencut_component_map,
+    tokencut_metrics,
+)
+from tiny_datasets import make_saliency_tree
 
+from lost.data.images import fit_to_grid, image_to_tensor, multiple_size
+from lost.data.saliency import SALIENCY_DATASETS, load_saliency_dataset, read_grey_mask, saliency_records
+from lost.errors import LostError
 from lost.eval.saliency import (
     FOUND_BETA_SQUARE,
     curve_thresholds,
@@ -14,6 +30,22 @@ from lost.eval.saliency import (
     image_counts,
     summary_line,
 )
+from lost.methods import METHODS
+from lost.methods.found import FoundResult, drop_largest_region, mask_iou
+from lost.methods.saliency import (
+    MapGeometry,
+    SaliencyOptions,
+    found_map,
+    largest_region,
+    mapper_for_method,
+    method_result_type,
+    methods_with_maps,
+    refine_pixel_mask,
+    saliency_mapper,
+    second_largest_region,
+    tokencut_map,
+)
+from lost.methods.tokencut import TokenCutResult
 
 
 def scored(maps: list[np.ndarray], greys: list[np.ndarray], protocol: str) -> dict:
@@ -141,3 +173,160 @@ def test_summary_line_names_the_protocol_and_found_gives_beta_square_0_3_beside(
     line = summary_line(scored(HAND_MAPS, HAND_GREYS, "found"))
     assert line.startswith("protocol found: acc 0.500") and "beta^2 0.09" in line and "with beta^2 0.3: 0.783" in line
     assert summary_line(scored(HAND_MAPS, HAND_GREYS, "tokencut")).startswith("protocol tokencut: acc 0.375, IoU 0.333")
+
+
+# ----------------------------------------------------------------------------------------------
+# Data sets
+
+
+@pytest.mark.parametrize("dataset", list(SALIENCY_DATASETS))
+def test_each_data_set_is_read_from_the_layout_of_founds_readme(tmp_path, dataset):
+    images, masks = make_saliency_tree(tmp_path, dataset)
+    spec = load_saliency_dataset(dataset, tmp_path)
+    assert [record.name for record in spec.records] == ["000000", "000001", "000002"]
+    assert spec.masks["000001"] == masks / "000001.png" and spec.records[0].path == images / "000000.jpg"
+    assert spec.name == dataset and spec.skipped == []
+
+
+@pytest.mark.parametrize("missing", ["images", "masks"])
+def test_a_missing_folder_names_the_path_and_where_the_data_comes_from(tmp_path, missing):
+    images, masks = make_saliency_tree(tmp_path, "DUT-OMRON")
+    shutil.rmtree(images if missing == "images" else masks)
+    with pytest.raises(LostError) as error:
+        load_saliency_dataset("DUT-OMRON", tmp_path)
+    message = str(error.value)
+    assert str(images if missing == "images" else masks) in message and "saliencydetection.net/dut-omron" in message
+    assert "\n" not in message
+
+
+def test_masks_pair_by_stem_png_first_and_an_image_without_mask_is_skipped(tmp_path):
+    write_noise_images(tmp_path / "images", [(20, 10)] * 3)
+    (tmp_path / "masks").mkdir()
+    Image.new("L", (20, 10)).save(tmp_path / "masks" / "000000.bmp")
+    Image.new("L", (20, 10)).save(tmp_path / "masks" / "000000.png")
+    Image.new("L", (20, 10)).save(tmp_path / "masks" / "000001.bmp")
+    spec = saliency_records(tmp_path / "images", tmp_path / "masks")
+    assert spec.masks == {"000000": tmp_path / "masks" / "000000.png", "000001": tmp_path / "masks" / "000001.bmp"}
+    assert spec.skipped == [("000002", f"no ground-truth mask {tmp_path / 'masks' / '000002.png'}")]
+
+
+def test_a_grey_mask_is_read_as_convert_l_and_an_unreadable_one_is_a_clear_error(tmp_path):
+    Image.fromarray(np.array([[[255, 255, 255], [0, 0, 0]]], dtype=np.uint8)).save(tmp_path / "rgb.png")
+    assert read_grey_mask(tmp_path / "rgb.png").tolist() == [[255, 0]]
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    with pytest.raises(LostError, match="bad.png: cannot read the ground-truth mask"):
+        read_grey_mask(tmp_path / "bad.png")
+
+
+# ----------------------------------------------------------------------------------------------
+# Saliency maps of method results
+
+
+def test_grid_values_reach_the_pixels_cropped_when_padded_and_stretched_when_resized():
+    values = np.array([[0.0, 1.0]])
+    padded = MapGeometry((1, 2), (4, 4), (4, 6), (4, 6), "pad").to_pixels(values, "nearest")
+    resized = MapGeometry((1, 2), (2, 3), (2, 4), (4, 6), "resize").to_pixels(values, "nearest")
+    assert padded.numpy().tolist() == [[0, 0, 0, 0, 1, 1]] * 4
+    assert resized.numpy().tolist() == [[0, 0, 0, 1, 1, 1]] * 4
+
+
+def test_a_padded_grid_of_an_image_scaled_down_by_max_size_is_scaled_back_to_the_file_size():
+    # seen 2 x 3 (padded to 2 x 4, one cell of 2 px per column pair); file 4 x 6
+    geometry = MapGeometry((1, 2), (2, 2), (2, 3), (4, 6), "pad")
+    assert geometry.to_pixels(np.array([[0.0, 1.0]]), "nearest").numpy().tolist() == [[0, 0, 0, 0, 1, 1]] * 4
+
+
+def test_tokencut_map_is_the_seeds_component_nearest_to_the_pixels_as_published():
+    partition = np.array([True, False, True, True, False, False])
+    result = TokenCutResult(box=np.zeros(4), seed=3, eigenvector=np.zeros(6), partition=partition, solver="dense")
+    geometry = MapGeometry((2, 3), (16, 16), (32, 48), (30, 50), "resize")
+    saliency = tokencut_map(result, geometry, SaliencyOptions(), np.zeros((0, 0, 3), dtype=np.uint8))
+    # the seed (1, 0) and the cell above it form the component: column 0 of the grid, which nearest
+    # interpolation maps to the columns x with floor(x * 3 / 50) = 0, x < 16.7, over all 30 rows
+    expected = tokencut_component_map(partition.reshape(2, 3).astype(float), 3, (2, 3), (30, 50))
+    assert saliency.dtype == np.float64 and np.array_equal(saliency, expected)
+    assert saliency[:, :17].all() and saliency.sum() == 30 * 17
+
+
+def found_result(scores: np.ndarray, seed: int | None = None, mask: np.ndarray | None = None) -> FoundResult:
+    flat = torch.as_tensor(scores, dtype=torch.float32).reshape(-1)
+    patches = flat > 0 if mask is None else torch.as_tensor(mask).reshape(-1)
+    return FoundResult(box=np.zeros(4), mask=patches, scores=flat, seed=seed)
+
+
+def test_found_head_map_single_is_the_largest_component_and_multi_the_sigmoid_of_the_logits():
+    logits = np.array([[2.0, -1.0, 3.0], [-2.0, -3.0, 4.0]])
+    geometry = MapGeometry((2, 3), (1, 1), (2, 3), (2, 3), "pad")
+    blank = np.zeros((0, 0, 3), dtype=np.uint8)
+    single = found_map(found_result(logits), geometry, SaliencyOptions(mode="single"), blank)
+    assert single.tolist() == [[0, 0, 1], [0, 0, 1]]
+    multi = found_map(found_result(logits), geometry, SaliencyOptions(mode="multi"), blank)
+    assert np.allclose(multi, 1 / (1 + np.exp(-logits))) and multi.dtype == np.float32
+
+
+def test_found_bkg_map_stretches_the_padded_grid_over_the_image_bilinearly_as_published():
+    # object patches [1, 0] bilinear to 4 columns: 1, 0.75, 0.25, 0 -> > 0.5: 1, 1, 0, 0
+    result = found_result(np.zeros((1, 2)), seed=1, mask=np.array([True, False]))
+    geometry = MapGeometry((1, 2), (8, 8), (2, 4), (2, 4), "pad")
+    saliency = found_map(result, geometry, SaliencyOptions(mode="multi"), np.zeros((0, 0, 3), dtype=np.uint8))
+    assert saliency.tolist() == [[1, 1, 0, 0], [1, 1, 0, 0]]
+
+
+def random_binary_masks(seed: int, count: int = 20) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.random((12, 15)) > rng.uniform(0.3, 0.8) for _ in range(count)] + [np.zeros((4, 4), dtype=bool)]
+
+
+def test_single_mode_component_equals_founds_selection_on_random_masks():
+    for mask in random_binary_masks(6):
+        assert np.array_equal(largest_region(mask), found_single_component(mask))
+
+
+@pytest.mark.parametrize("get_all_cc", [False, True])
+def test_solver_region_rules_equal_founds_on_random_masks(get_all_cc):
+    # the larger-than-background case included (threshold 0.3 makes most masks mostly foreground)
+    for mask in random_binary_masks(7):
+        ours = drop_largest_region(mask) if get_all_cc else second_largest_region(mask)
+        assert np.array_equal(ours, solver_region(mask, get_all_cc))
+
+
+def test_bilateral_refinement_snaps_a_mask_to_the_square_it_overlaps_and_keeps_a_mask_it_disagrees_with():
+    image = np.zeros((48, 64, 3), dtype=np.uint8)
+    image[10:34, 16:48] = 255
+    coarse = np.zeros((48, 64), dtype=bool)
+    coarse[8:32, 16:48] = True  # the square shifted up by two rows
+    refined = refine_pixel_mask(coarse, image, all_components=False)
+    assert mask_iou(refined, image[..., 0] > 0) > mask_iou(coarse, image[..., 0] > 0)
+    empty = np.zeros((48, 64), dtype=bool)
+    assert not refine_pixel_mask(empty, image, all_components=False).any(), "the whole-image fallback has IoU 0"
+
+
+def test_map_functions_are_looked_up_by_result_type_and_subclasses_plug_in():
+    assert method_result_type(METHODS["tokencut"]) is TokenCutResult
+    assert method_result_type(METHODS["found_bkg"]) is FoundResult
+    assert set(methods_with_maps()) == {"tokencut", "maskcut", "found", "found_bkg"}
+
+    @dataclasses.dataclass(frozen=True)
+    class PeekabooLike(FoundResult):
+        pass
+
+    assert saliency_mapper(PeekabooLike).compute is found_map
+    assert saliency_mapper(PeekabooLike).preprocess == "pad" and saliency_mapper(TokenCutResult).preprocess == "resize"
+
+
+def test_a_method_without_masks_or_a_mode_it_lacks_is_refused_in_one_line():
+    with pytest.raises(LostError, match="--method lost finds boxes, not masks.*tokencut, maskcut, found, found_bkg"):
+        mapper_for_method(METHODS["lost"], SaliencyOptions())
+    with pytest.raises(LostError, match="--mode multi does not apply to --method tokencut"):
+        mapper_for_method(METHODS["tokencut"], SaliencyOptions(mode="multi"))
+    with pytest.raises(LostError, match="--bilateral does not apply to --method maskcut"):
+        mapper_for_method(METHODS["maskcut"], SaliencyOptions(bilateral=True))
+
+
+def test_resize_preprocessing_rounds_each_side_to_the_nearest_multiple_with_lanczos():
+    assert multiple_size(500, 375, 16) == (496, 368)  # 31.25 -> 31, 23.4 -> 23
+    assert multiple_size(200, 8, 16) == (192, 16)  # 12.5 -> 12 (half to even); 0.5 -> 0, raised to one patch
+    image = Image.fromarray(np.random.default_rng(8).integers(0, 256, (30, 41, 3), dtype=np.uint8))
+    tensor = fit_to_grid(image, 8, "resize")
+    assert tuple(tensor.shape) == (3, 32, 40)
+    assert torch.equal(tensor, image_to_tensor(image.resize((40, 32), Image.LANCZOS)))

@@ -201,24 +201,25 @@ def mapper_for_method(method: Method, options: SaliencyOptions) -> SaliencyMappe
 
 def largest_region(mask: np.ndarray) -> np.ndarray:
     """(H, W) bool -> its largest 4-connected component; the mask itself when it is empty.
-    Ties: the highest label (the last of FOUND's ascending ``argsort`` of equal sizes)."""
+    Ties as FOUND's single mode breaks them: the last of numpy's default ``argsort`` of the
+    region sizes (the same numpy gives the same choice)."""
     labels, count = scipy.ndimage.label(mask)
     if count == 0:
         return np.asarray(mask, dtype=bool)
-    sizes = np.bincount(labels.ravel())[1:]
-    return labels == count - int(np.argmax(sizes[::-1]))
+    order = np.argsort(np.bincount(labels.ravel(), minlength=count + 1))
+    return labels == order[order != 0][-1]
 
 
 def second_largest_region(mask: np.ndarray) -> np.ndarray:
     """(H, W) bool -> the second-largest region of its label map, the background (label 0)
     counted as one region, as FOUND's solver output in single mode: usually the largest
     component, the background when a component outgrows it, the whole image when the mask is
-    empty (the published ``except`` branch). Ties: the lower label of the two largest."""
+    empty (the published ``except`` branch). Ties as numpy's default ``argsort`` orders them,
+    as published."""
     labels, count = scipy.ndimage.label(mask)
     if count == 0:
         return np.ones(np.shape(mask), dtype=bool)
-    sizes = np.bincount(labels.ravel(), minlength=count + 1)
-    return labels == np.argsort(sizes, kind="stable")[-2]
+    return labels == np.argsort(np.bincount(labels.ravel(), minlength=count + 1))[-2]
 
 
 def refine_pixel_mask(binary: np.ndarray, image: np.ndarray, all_components: bool) -> np.ndarray:
