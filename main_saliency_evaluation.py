@@ -9,7 +9,8 @@ any folder of images and masks), scored by TokenCut's or FOUND's published proto
 A run writes ``<output_dir>/<DATASET>/<exp>/`` (``<exp>`` as ``FOUND-vit_small8_k_single_bs_pad_found``,
 see ``run_spec.SaliencyRunSpec``) with ``maps/<name>.png`` (each image's map at its full
 resolution, 8-bit grey, 255 = foreground), ``metrics.json`` (``protocol``, ``acc``, ``iou``,
-``max_fbeta`` as fractions in [0, 1], the values of every image, and the settings),
+``max_fbeta`` as fractions in [0, 1], the values of every image, the settings, and the timing of
+the last invocation: seconds from start-up to the end, images processed, images/s),
 ``skipped.txt`` (name, tab, reason) and the journal that lets a killed run resume: finished maps
 are kept, and a folder of a run with other settings or other input is refused.
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import io
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -132,9 +134,10 @@ def process(
     settings: SaliencyRunSpec,
     mapper: SaliencyMapper,
     maps_dir: Path,
-) -> SaliencyMeter:
+) -> int:
     """Maps and counts of the images the journal lacks, journaled batch by batch (a kill loses at
-    most the batch in flight). Returns the meter over every finished image."""
+    most the batch in flight), with the running score of every finished image on the progress
+    bar. Returns how many images it processed."""
     with writing(maps_dir):
         maps_dir.mkdir(parents=True, exist_ok=True)
     meter = SaliencyMeter(settings.protocol)
@@ -167,12 +170,14 @@ def process(
             if meter.count:
                 summary = meter.summary()
                 bar.set_postfix(protocol=settings.protocol, iou=f"{summary['iou']:.3f}", maxF=f"{summary['max_fbeta']:.3f}")
-    return meter
+    return len(todo)
 
 
-def write_outputs(folder: Path, spec: SaliencySpec, journal: Journal, settings: SaliencyRunSpec) -> tuple[dict, int]:
-    """metrics.json and skipped.txt of the finished run, in record order; returns the summary
-    and how many images were skipped."""
+def write_outputs(
+    folder: Path, spec: SaliencySpec, journal: Journal, settings: SaliencyRunSpec, timing: dict[str, float]
+) -> tuple[dict, int]:
+    """metrics.json (with ``timing``, this invocation's) and skipped.txt of the finished run, in
+    record order; returns the summary and how many images were skipped."""
     meter = SaliencyMeter(settings.protocol)
     per_image = {}
     for record in spec.records:
@@ -180,13 +185,15 @@ def write_outputs(folder: Path, spec: SaliencySpec, journal: Journal, settings: 
             per_image[record.name] = meter.add(ImageCounts.from_json(journal.values[record.name])).to_json()
     errors = {**dict(spec.skipped), **{name: reason for name, reason in journal.errors.items() if name not in per_image}}
     summary = meter.summary()
-    write_json(folder / "metrics.json", {**summary, "dataset": spec.name, "skipped": len(errors), "per_image": per_image, "settings": settings.settings()}, indent=1)
+    content = {**summary, "dataset": spec.name, "skipped": len(errors), "timing": timing}
+    write_json(folder / "metrics.json", {**content, "per_image": per_image, "settings": settings.settings()}, indent=1)
     atomic_write(folder / "skipped.txt", "".join(f"{name}\t{reason}\n" for name, reason in errors.items()).encode("utf-8"))
     return summary, len(errors)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the evaluation as asked; returns the exit status."""
+    started = time.perf_counter()
     method = method_entry(args.method)
     mapper = mapper_for_method(method, SaliencyOptions(args.bilateral, args.mode or "single"))
     spec = load_inputs(args)
@@ -211,8 +218,10 @@ def run(args: argparse.Namespace) -> int:
         preprocess=settings.preprocess,
     )
     try:
-        process(spec, journal, extractor, config, device, settings, mapper, folder / "maps")
-        summary, skipped = write_outputs(folder, spec, journal, settings)
+        processed = process(spec, journal, extractor, config, device, settings, mapper, folder / "maps")
+        seconds = time.perf_counter() - started
+        timing = {"seconds": seconds, "images_processed": processed, "images_per_second": processed / seconds}
+        summary, skipped = write_outputs(folder, spec, journal, settings, timing)
     finally:
         journal.close()
     print(f"{method.title} on {spec.name}, {summary_line(summary)}, {skipped} skipped")
