@@ -113,7 +113,7 @@ def run_saliency(args: argparse.Namespace) -> tuple[dict[str, list], float, int]
         "--overwrite", *(["--bilateral"] if bilateral else []),
         *(["--found_weights", str(args.checkpoint.with_name("found_head.pt"))] if method == "found" else []),
     ]
-    finished = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    finished = subprocess.run(command, check=False, cwd=ROOT, capture_output=True, text=True)
     if finished.returncode:
         raise RuntimeError(f"{' '.join(command)} failed:\n{finished.stderr[-3000:]}")
     run = next((output / args.folder.name).iterdir())
