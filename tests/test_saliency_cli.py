@@ -16,7 +16,10 @@ from test_reliability import run_and_kill
 from tiny_datasets import SALIENCY_SIZES, make_saliency_tree
 
 import main_saliency_evaluation
-from lost.data.saliency import SALIENCY_DATASETS
+from lost.data.saliency import SALIENCY_DATASETS, SaliencySpec
+from lost.methods.found import FoundResult
+from lost.methods.saliency import saliency_mapper
+from lost.methods.tokencut import TokenCutResult
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -160,3 +163,16 @@ def test_bad_input_stops_with_one_line(tmp_path, args, message, capsys):
     assert run_cli(*args, "--datasets_root", str(tmp_path / "nowhere"), "--output_dir", str(tmp_path / "out")) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_experiment_name_and_the_run_identity_follow_the_flags(tmp_path):
+    spec = SaliencySpec("ECSSD", [], {}, tmp_path / "images", tmp_path / "masks")
+    found_args = main_saliency_evaluation.parse_args(
+        ["--method", "found", "--protocol", "found", "--bilateral", "--mode", "multi", "--patch_size", "8"]
+    )
+    found = main_saliency_evaluation.run_spec(found_args, spec, saliency_mapper(FoundResult))
+    assert found.experiment_name() == "FOUND-vit_small8_k_multi_bs_pad_found"
+    assert found.settings()["image_dir"] == str((tmp_path / "images").resolve()) and found.settings()["run"]["input"] == "ECSSD"
+    tokencut_args = main_saliency_evaluation.parse_args(["--method", "tokencut", "--protocol", "tokencut", "--preprocess", "pad"])
+    tokencut = main_saliency_evaluation.run_spec(tokencut_args, spec, saliency_mapper(TokenCutResult))
+    assert tokencut.experiment_name() == "TokenCut-vit_small16_k_pad_tokencut" and tokencut.mode is None
