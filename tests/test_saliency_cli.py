@@ -176,3 +176,11 @@ def test_the_experiment_name_and_the_run_identity_follow_the_flags(tmp_path):
     tokencut_args = main_saliency_evaluation.parse_args(["--method", "tokencut", "--protocol", "tokencut", "--preprocess", "pad"])
     tokencut = main_saliency_evaluation.run_spec(tokencut_args, spec, saliency_mapper(TokenCutResult))
     assert tokencut.experiment_name() == "TokenCut-vit_small16_k_pad_tokencut" and tokencut.mode is None
+
+
+def test_maps_of_images_scaled_down_by_max_size_are_written_at_the_files_size(tmp_path, vit_tiny_checkpoint):
+    images, masks = make_saliency_tree(tmp_path)
+    args = ["--image_dir", str(images), "--mask_dir", str(masks), "--method", "found_bkg", "--protocol", "found"]
+    assert run_cli(*args, "--max_size", "40", "--output_dir", str(tmp_path / "out"), *backbone(vit_tiny_checkpoint)) == 0
+    maps = read_maps(tmp_path / "out" / "images" / "FOUND-bkg-vit_tiny16_k_single_pad_found" / "maps")
+    assert [(m.shape[1], m.shape[0]) for m in maps.values()] == SALIENCY_SIZES
