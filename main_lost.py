@@ -30,15 +30,23 @@ from tqdm import tqdm
 
 from lost import report
 from lost.backbones import FeatureExtractor, load_backbone
-from lost.cli import add_backbone_flags, add_method_flags, backbone_spec, params_from_args
+from lost.cli import (
+    add_backbone_flags,
+    add_engine_flags,
+    add_method_flags,
+    backbone_spec,
+    default_batch_size,
+    default_workers,
+    params_from_args,
+)
 from lost.data.datasets import DatasetSpec, ImageRecord, load_dataset, single_image_records
-from lost.engine.discovery import PRECISIONS, Discovery, DiscoveryConfig, discover_batches
+from lost.engine.discovery import Discovery, DiscoveryConfig, discover_batches
 from lost.errors import LostError, run_cli
 from lost.eval.metrics import CorLocMeter, evaluate_corloc, is_correct_localization
 from lost.io.journal import Journal, merge_journals
 from lost.io.safe_files import ScoredBoxes, atomic_write, write_predictions, write_scored_predictions
 from lost.methods import METHODS, PICTURE_KINDS, Method, method_entry
-from lost.run_spec import DEFAULT_MAX_SIZE, RunSpec, input_identity
+from lost.run_spec import RunSpec, input_identity
 from lost.viz.pictures import save_png
 
 
@@ -62,11 +70,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run.add_argument("--output_dir", default="outputs")
     run.add_argument("--no_evaluation", action="store_true", help="do not compute CorLoc")
     run.add_argument("--visualize", default=None, choices=PICTURE_KINDS, help="write one PNG per image (a kind the method does not draw gives pred)")
-    run.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
-    run.add_argument("--batch_size", default=None, type=int, help="images per forward pass (default: 4 on CPU, 16 on GPU)")
-    run.add_argument("--num_workers", default=None, type=int, help="image decoding processes (default: 1 on CPU, up to 8 on GPU)")
-    run.add_argument("--precision", default="fp32", choices=list(PRECISIONS), help="backbone precision")
-    run.add_argument("--max_size", default=DEFAULT_MAX_SIZE, type=int, help="scale down images whose longer side exceeds this (0: never); boxes are given in original pixels")
+    add_engine_flags(run)
     run.add_argument("--overwrite", action="store_true", help="start over instead of resuming an earlier run")
     run.add_argument("--strict", action="store_true", help="exit non-zero when an image had to be skipped")
     run.add_argument("--no_report", action="store_true", help="do not write report.html (per-class CorLoc, misses, gallery)")
@@ -148,18 +152,12 @@ def evaluated_corloc(records: list[ImageRecord], boxes: dict[str, np.ndarray]) -
     return evaluate_corloc([record for record in records if record.name in boxes], boxes)
 
 
-def default_workers(device: torch.device) -> int:
-    """Decoding processes: 1 beside a CPU run (decoding takes ~2% of an image's time there and the
-    backbone needs the cores), up to 8 to feed a GPU."""
-    return min(8, os.cpu_count() or 1) if device.type == "cuda" else 1
-
-
 def discovery_config(args: argparse.Namespace, spec: RunSpec, device: torch.device) -> DiscoveryConfig:
     """The engine settings of the run, with the device's defaults filled in."""
     return DiscoveryConfig(
         method=spec.method,
         params=spec.params,
-        batch_size=args.batch_size or (16 if device.type == "cuda" else 4),
+        batch_size=args.batch_size or default_batch_size(device),
         num_workers=args.num_workers if args.num_workers is not None else default_workers(device),
         precision=spec.precision,
         max_size=spec.max_size,

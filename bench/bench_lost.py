@@ -8,6 +8,7 @@
     python -m bench.bench_lost --profile             # where the time of a bf16 run goes
     python -m bench.bench_lost --methods lost,dinoseg   # a row block per method of the method table
     python -m bench.bench_lost --methods lost,tokencut,maskcut --images 16 --repeats 1
+    python -m bench.bench_lost --methods lost,saliency-tokencut,saliency-found-bs   # saliency runs
 
 It writes VOC-like JPEGs (the sizes that dominate VOC07 and a tail of others) and a random-weight
 checkpoint into a temporary folder, then runs every configuration in its own process (so that
@@ -23,6 +24,12 @@ of each row are compared with its method's reference: the baseline for LOST, a p
 loop where the method has one (``REFERENCE_LOOPS``; TokenCut: the same keys, then the dense float64
 ``eigh(D - W, D)`` of its published code, image by image), else the method's own fp32 engine row
 (MaskCut: its top box).
+
+A ``saliency-<method>`` entry (``-bs`` added: with ``--bilateral``) is a whole
+``main_saliency_evaluation.py`` run over the same images, with masks of one ellipse each: maps,
+PNGs and metrics (protocol ``tokencut`` for TokenCut, ``found`` otherwise; FOUND's head random),
+timed from the script's start-up (its ``metrics.json`` timing) like the engine rows; its boxes are
+compared with the method's fp32 engine row at ``--batch_size``.
 """
 
 from __future__ import annotations
@@ -39,18 +46,54 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from lost.backbones import FeatureExtractor, build_model, get_model, last_selfattention
 from lost.data.datasets import single_image_records
 from lost.data.images import image_to_tensor, pad_to_multiple
 from lost.engine.discovery import DiscoveryConfig, discover
 from lost.eval.metrics import box_iou
+from lost.methods.found import FoundParams, new_found_head, save_found_head
 from tests.published_lost import published_style_lost
 from tests.published_tokencut import published_style_tokencut
 from tests.synthetic_images import VOC_SIZES, make_images
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_masks(images: Path, masks: Path) -> None:
+    """A grey PNG per image: the ellipse inscribed in its central half, 255 on 0."""
+    masks.mkdir(parents=True, exist_ok=True)
+    for path in sorted(images.glob("*.jpg")):
+        with Image.open(path) as image:
+            width, height = image.size
+        mask = Image.new("L", (width, height))
+        ImageDraw.Draw(mask).ellipse([width // 4, height // 4, 3 * width // 4, 3 * height // 4], fill=255)
+        mask.save(masks / f"{path.stem}.png")
+
+
+def run_saliency(args: argparse.Namespace) -> tuple[dict[str, list], float, int]:
+    """One main_saliency_evaluation.py run of ``saliency-<method>[-bs]`` in a child process:
+    (boxes by file name, its own seconds, its peak RSS)."""
+    method, bilateral = args.method.removeprefix("saliency-").removesuffix("-bs"), args.method.endswith("-bs")
+    output = args.result.with_suffix(".out")
+    command = [
+        sys.executable, str(ROOT / "main_saliency_evaluation.py"), "--image_dir", str(args.folder),
+        "--mask_dir", str(args.folder.parent / "masks"), "--method", method,
+        "--protocol", "tokencut" if method == "tokencut" else "found", "--arch", args.arch,
+        "--patch_size", str(args.patch_size), "--pretrained_weights", str(args.checkpoint), "--device", args.device,
+        "--batch_size", str(args.batch_size), "--num_workers", str(args.num_workers), "--output_dir", str(output),
+        "--overwrite", *(["--bilateral"] if bilateral else []),
+        *(["--found_weights", str(args.checkpoint.with_name("found_head.pt"))] if method == "found" else []),
+    ]
+    finished = subprocess.run(command, check=False, cwd=ROOT, capture_output=True, text=True)
+    if finished.returncode:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{finished.stderr[-3000:]}")
+    run = next((output / args.folder.name).iterdir())
+    lines = [json.loads(line) for line in (run / "journal.jsonl").read_text().splitlines()[1:]]
+    boxes = {f"{line['name']}.jpg": line["box"] for line in lines if "box" in line}
+    seconds = json.loads((run / "metrics.json").read_text())["timing"]["seconds"]
+    return boxes, seconds, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
 
 
 def random_state_dict(arch: str, patch_size: int, qk_gain: float) -> dict[str, torch.Tensor]:
@@ -128,14 +171,19 @@ def run_engine(folder: Path, checkpoint: Path, arch: str, patch: int, device: st
 def worker(args: argparse.Namespace) -> None:
     """Run one configuration and write its boxes, time and peak RSS as JSON."""
     torch.manual_seed(0)
+    if args.worker == "saliency":
+        boxes, seconds, peak_rss = run_saliency(args)
+        args.result.write_text(json.dumps({"boxes": boxes, "seconds": seconds, "peak_rss": peak_rss}))
+        return
     start = time.perf_counter()
     if args.worker == "baseline":
         boxes = run_baseline(args.folder, args.checkpoint, args.arch, args.patch_size, args.device)
     elif args.worker == "reference":
         boxes = REFERENCE_LOOPS[args.method](args.folder, args.checkpoint, args.arch, args.patch_size, args.device)
     else:
+        head = FoundParams(str(args.checkpoint.with_name("found_head.pt"))) if args.method == "found" else None
         config = DiscoveryConfig(
-            method=args.method, batch_size=args.batch_size, num_workers=args.num_workers, precision=args.precision
+            method=args.method, params=head, batch_size=args.batch_size, num_workers=args.num_workers, precision=args.precision
         )
         boxes = run_engine(args.folder, args.checkpoint, args.arch, args.patch_size, args.device, config)
     seconds = time.perf_counter() - start
@@ -222,6 +270,9 @@ def method_rows(args: argparse.Namespace) -> list[tuple[str, list[str], str]]:
     baseline = "baseline (published-style loop)"
     rows = [(baseline, ["--worker", "baseline"], baseline)]
     for method in args.methods.split(","):
+        if method.startswith("saliency-"):
+            rows += saliency_rows(args, method, rows)
+            continue
         engine_rows = engine_configs(args, method)
         reference = baseline if method == "lost" else engine_rows[0][0]
         if method in REFERENCE_LOOPS:
@@ -229,6 +280,20 @@ def method_rows(args: argparse.Namespace) -> list[tuple[str, list[str], str]]:
             rows.append((reference, ["--worker", "reference", "--method", method], reference))
         rows += [(name, extra, reference) for name, extra in engine_rows]
     return rows
+
+
+def saliency_rows(
+    args: argparse.Namespace, entry: str, rows: list[tuple[str, list[str], str]]
+) -> list[tuple[str, list[str], str]]:
+    """The row of a ``saliency-<method>[-bs]`` entry, after the method's fp32 engine row at
+    --batch_size (its reference) when that row is not in the table yet."""
+    method = entry.removeprefix("saliency-").removesuffix("-bs")
+    reference = f"{method} engine fp32 batch {args.batch_size} workers {args.num_workers}"
+    added = [] if any(name == reference for name, _, _ in rows) else [
+        (reference, ["--worker", "engine", "--method", method, "--precision", "fp32", "--batch_size", str(args.batch_size)], reference)
+    ]
+    name = f"{entry} fp32 batch {args.batch_size} workers {args.num_workers}"
+    return [*added, (name, ["--worker", "saliency", "--method", entry, "--batch_size", str(args.batch_size)], reference)]
 
 
 def memory_check(common: list[str], scratch: Path, args: argparse.Namespace) -> None:
@@ -281,8 +346,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--qk_gain", type=float, default=1.0, help="sharpen the random attention (see random_state_dict)")
     parser.add_argument("--memory_check", action="store_true")
     parser.add_argument("--profile", action="store_true")
-    parser.add_argument("--methods", default="lost", help="comma-separated methods of the method table, one row block each")
-    parser.add_argument("--worker", choices=["baseline", "reference", "engine"], help=argparse.SUPPRESS)
+    parser.add_argument("--methods", default="lost", help="comma-separated methods of the method table, one row block each; saliency-<method>[-bs]: a saliency evaluation run")
+    parser.add_argument("--worker", choices=["baseline", "reference", "engine", "saliency"], help=argparse.SUPPRESS)
     parser.add_argument("--method", default="lost", help=argparse.SUPPRESS)
     parser.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
     parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
@@ -302,6 +367,8 @@ def main() -> None:
         torch.manual_seed(0)
         torch.save(random_state_dict(args.arch, args.patch_size, args.qk_gain), args.checkpoint)
         make_images(args.folder, args.images, VOC_SIZES)
+        make_masks(args.folder, scratch / "masks")
+        save_found_head(new_found_head(build_model(args.arch, args.patch_size).embed_dim), scratch / "found_head.pt")
         if args.profile:
             profile(args)
             return

@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from lost import report
 from lost.data import datasets
 from lost.io import safe_files
-from lost import report
 from tests.tiny_datasets import make_voc_tree
 
 ROOT = Path(__file__).resolve().parents[1]

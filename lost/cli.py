@@ -1,5 +1,6 @@
-"""Command-line flags of the backbone and of the method table, read back into a
-:class:`BackboneSpec` and the chosen method's parameter dataclass. A flag that does not apply to
+"""Command-line flags the discovery scripts share (``main_lost.py``, ``main_saliency_evaluation.py``):
+the backbone, the method table and the engine, read back into a :class:`BackboneSpec`, the chosen
+method's parameter dataclass and plain values. A flag that does not apply to
 the chosen method or backbone is refused with one line, never ignored. The scripts' argparse
 stops here; nothing below sees a namespace."""
 
@@ -7,13 +8,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 from typing import Any
 
+import torch
+
 from lost.backbones import ROPE_KEYS, WHICH_FEATURES, BackboneSpec, backbone_entry
+from lost.engine.discovery import PRECISIONS
 from lost.errors import LostError
 from lost.methods import METHODS
 from lost.methods.entry import Method
-from lost.run_spec import BACKBONE_OPTIONS
+from lost.run_spec import BACKBONE_OPTIONS, DEFAULT_MAX_SIZE
 
 BACKBONE_DEFAULTS = BackboneSpec()
 
@@ -51,6 +56,26 @@ def backbone_spec(args: argparse.Namespace, method: Method | None = None) -> Bac
         options[name] = given
     weights = None if args.pretrained_weights is None else str(args.pretrained_weights)
     return BackboneSpec(arch=args.arch, weights=weights, checkpoint_key=args.checkpoint_key, **options)
+
+
+def add_engine_flags(group: argparse._ArgumentGroup) -> None:
+    """--device, --batch_size, --num_workers, --precision, --max_size (the engine's settings)."""
+    group.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
+    group.add_argument("--batch_size", default=None, type=int, help="images per forward pass (default: 4 on CPU, 16 on GPU)")
+    group.add_argument("--num_workers", default=None, type=int, help="image decoding processes (default: 1 on CPU, up to 8 on GPU)")
+    group.add_argument("--precision", default="fp32", choices=list(PRECISIONS), help="backbone precision")
+    group.add_argument("--max_size", default=DEFAULT_MAX_SIZE, type=int, help="scale down images whose longer side exceeds this (0: never); boxes are given in original pixels")
+
+
+def default_workers(device: torch.device) -> int:
+    """Decoding processes: 1 beside a CPU run (decoding takes ~2% of an image's time there and the
+    backbone needs the cores), up to 8 to feed a GPU."""
+    return min(8, os.cpu_count() or 1) if device.type == "cuda" else 1
+
+
+def default_batch_size(device: torch.device) -> int:
+    """Images per forward pass: 16 on a GPU, 4 on the CPU."""
+    return 16 if device.type == "cuda" else 4
 
 
 def add_method_flags(parser: argparse.ArgumentParser) -> None:

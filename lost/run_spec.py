@@ -192,3 +192,32 @@ class RunSpec:
         settings = dataclasses.asdict(self)
         settings["backbone"] = {key: value for key, value in settings["backbone"].items() if self._applies(key)}
         return settings
+
+
+@dataclass(frozen=True)
+class SaliencyRunSpec:
+    """A saliency evaluation run: the discovery run ``run`` (input = the data set's name), the
+    metric ``protocol`` (``lost.eval.saliency.PROTOCOLS``), the image ``preprocess`` (``pad`` or
+    ``resize``), the ``bilateral`` refinement, FOUND's ``mode`` (None for a result type with one
+    mode), and ``image_dir`` / ``mask_dir``, the resolved folders the images and masks come from
+    (so that two inputs of the same name never share a run)."""
+
+    run: RunSpec
+    protocol: str
+    preprocess: str
+    bilateral: bool
+    mode: str | None
+    image_dir: str
+    mask_dir: str
+
+    def experiment_name(self) -> str:
+        """``<discovery name>[_<mode>][_bs]_<preprocess>_<protocol>``, e.g.
+        ``FOUND-vit_small8_k_single_bs_pad_found``."""
+        parts = [self.run.experiment_name()]
+        parts += [self.mode] if self.mode is not None else []
+        parts += ["bs"] if self.bilateral else []
+        return "_".join([*parts, self.preprocess, self.protocol])
+
+    def settings(self) -> dict[str, Any]:
+        """Every field, flattened to JSON values (the journal's run line)."""
+        return {**dataclasses.asdict(self), "run": self.run.settings()}

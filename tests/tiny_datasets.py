@@ -22,6 +22,9 @@ Default VOC content (VOC XML corners are 1-based inclusive; t = truncated, d = d
     with --no_hard: 000001 [8, 8, 40, 32]; 000002 [32, 16, 56, 40]; 000004 [11, 7, 44, 40];
     000003 is left out (its only object is difficult).
 
+`make_saliency_tree(datasets_root, dataset)` writes ECSSD, DUTS-TE or DUT-OMRON in the layout of
+FOUND's README: noise JPEGs and grey masks (255 inside a rectangle, a 1-pixel border of 128).
+
 Default COCO content (bbox [x, y, w, h]; list order 42, 7, 1000, 1001; image 5 is in the json
 but not in the list):
 
@@ -38,7 +41,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from conftest import write_noise_images
 from PIL import Image, ImageDraw
+
+from lost.data.saliency import SALIENCY_DATASETS
 
 IMAGE_SIZE = (64, 48)  # (W, H)
 
@@ -192,3 +198,30 @@ def make_coco_tree(
     (Path(datasets_root) / "coco_20k_filenames.txt").write_text("".join(lines))
     names = [str(image_id) for image_id in listed if image_id in images]
     return TinyDataset(Path(datasets_root), names, {n: gt[n] for n in names}, {n: gt[n] for n in names}, paths)
+
+
+def write_masks(folder: Path, sizes: list[tuple[int, int]], seed: int = 0) -> None:
+    """One grey PNG per (width, height), named like write_noise_images' JPEGs: a 255 rectangle
+    with a border of grey 128 on black."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for index, (width, height) in enumerate(sizes):
+        grey = np.zeros((height, width), dtype=np.uint8)
+        x1, y1 = rng.integers(0, width // 2), rng.integers(0, height // 2)
+        grey[y1 : y1 + height // 2, x1 : x1 + width // 2] = 128
+        grey[y1 + 1 : y1 + height // 2 - 1, x1 + 1 : x1 + width // 2 - 1] = 255
+        Image.fromarray(grey).save(folder / f"{index:06d}.png")
+
+
+SALIENCY_SIZES = [(64, 48), (48, 64), (40, 30)]
+
+
+def make_saliency_tree(root: Path, dataset: str = "ECSSD", sizes: list[tuple[int, int]] = SALIENCY_SIZES) -> tuple[Path, Path]:
+    """A saliency data set in its official layout under `root` (pass it as --datasets_root):
+    noise JPEGs 000000.jpg, ... of the given (width, height) and their masks (:func:`write_masks`).
+    Returns the image and mask folders."""
+    layout = SALIENCY_DATASETS[dataset]
+    images, masks = root / layout.images, root / layout.masks
+    write_noise_images(images, sizes)
+    write_masks(masks, sizes)
+    return images, masks

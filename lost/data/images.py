@@ -36,6 +36,10 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
+PREPROCESSING = ("pad", "resize")
+"""How an image is fitted to the patch grid: ``pad`` zeros at its bottom and right up to the next
+multiple (LOST, FOUND); ``resize`` to the nearest multiple with LANCZOS (TokenCut's saliency code)."""
+
 
 # ----------------------------------------------------------------------------------------------
 # Decoding and scaling
@@ -160,6 +164,24 @@ def _padded(length: int, multiple: int) -> int:
     return -(-length // multiple) * multiple
 
 
+def multiple_size(width: int, height: int, multiple: int) -> tuple[int, int]:
+    """(width, height) of TokenCut's resize: each side ``round(side / multiple) * multiple``
+    (Python's round, half to even, as published), at least one multiple (the published code
+    would make a side under half a patch 0 pixels wide)."""
+    return max(multiple, round(width / multiple) * multiple), max(multiple, round(height / multiple) * multiple)
+
+
+def fit_to_grid(image: Image.Image, multiple: int, preprocess: str) -> torch.Tensor:
+    """RGB image -> (3, Hp, Wp) normalized tensor fitted to the patch grid by ``preprocess``
+    (see :data:`PREPROCESSING`): padded with zeros after normalization, or resized with LANCZOS
+    before it."""
+    if preprocess == "resize":
+        return image_to_tensor(image.resize(multiple_size(image.width, image.height, multiple), Image.LANCZOS))
+    if preprocess != "pad":
+        raise ValueError(f"unknown preprocessing {preprocess!r}; use one of {PREPROCESSING}")
+    return pad_to_multiple(image_to_tensor(image), multiple)
+
+
 # ----------------------------------------------------------------------------------------------
 # Headers
 
@@ -177,13 +199,18 @@ def read_image_size(path: Path | str, max_size: int | None = None) -> tuple[int,
         raise LostError(f"{path}: cannot read the image header ({exc}); replace it or remove it") from exc
 
 
-def padded_size(record: ImageRecord, multiple: int, max_size: int | None = None) -> tuple[int, int]:
+def padded_size(
+    record: ImageRecord, multiple: int, max_size: int | None = None, preprocess: str = "pad"
+) -> tuple[int, int]:
     """(Hp, Wp) of the record's image once capped to `max_size` (see :func:`capped_size`) and
-    padded to `multiple`; reads the header only.
+    padded to `multiple` (or resized to it, see :func:`multiple_size`); reads the header only.
 
     Raises LostError when the header cannot be read.
     """
     width, height = read_image_size(record.path, max_size)
+    if preprocess == "resize":
+        width, height = multiple_size(width, height, multiple)
+        return height, width
     return _padded(height, multiple), _padded(width, multiple)
 
 
@@ -193,8 +220,8 @@ def padded_size(record: ImageRecord, multiple: int, max_size: int | None = None)
 
 @dataclass(frozen=True)
 class DecodedImage:
-    """One decoded image for the engine: `image (3, Hp, Wp)` normalized and padded; `size` the
-    (H, W) it was decoded at, before padding; `original_size` the file's own (H, W), larger
+    """One decoded image for the engine: `image (3, Hp, Wp)` normalized and padded (or resized);
+    `size` the (H, W) the method sees it at: decoded, before padding (resized: Hp, Wp); `original_size` the file's own (H, W), larger
     when `max_size` scaled the image down. `image` is None and `error` set when it failed."""
 
     index: int
@@ -209,13 +236,17 @@ class ImageFileDataset(torch.utils.data.Dataset):
 
     `__getitem__(i)` returns a :class:`DecodedImage`. An image that cannot be read never
     raises (so a DataLoader worker survives): its DecodedImage has `image` None and `error` set
-    to the LostError text. `max_size` caps the longer side (see :func:`load_rgb`).
+    to the LostError text. `max_size` caps the longer side (see :func:`load_rgb`); `preprocess`
+    fits it to the patch grid (see :data:`PREPROCESSING`).
     """
 
-    def __init__(self, records: Sequence[ImageRecord], pad_multiple: int, max_size: int | None = None) -> None:
+    def __init__(
+        self, records: Sequence[ImageRecord], pad_multiple: int, max_size: int | None = None, preprocess: str = "pad"
+    ) -> None:
         self.records = records
         self.pad_multiple = pad_multiple
         self.max_size = max_size
+        self.preprocess = preprocess
 
     def __len__(self) -> int:
         return len(self.records)
@@ -225,5 +256,6 @@ class ImageFileDataset(torch.utils.data.Dataset):
             image, original_size = decode_image(self.records[i].path, self.max_size)
         except LostError as exc:
             return DecodedImage(index=i, image=None, error=str(exc))
-        tensor = pad_to_multiple(image_to_tensor(image), self.pad_multiple)
-        return DecodedImage(index=i, image=tensor, size=(image.height, image.width), original_size=original_size)
+        tensor = fit_to_grid(image, self.pad_multiple, self.preprocess)
+        size = tuple(tensor.shape[1:]) if self.preprocess == "resize" else (image.height, image.width)
+        return DecodedImage(index=i, image=tensor, size=size, original_size=original_size)

@@ -48,6 +48,8 @@ class DiscoveryConfig:
     memory_budget: bytes a forward pass may use for its attention maps; larger batches are split.
     max_size: images whose longer side exceeds it are scaled down to it before discovery, and
         their boxes scaled back to the original pixels (None: never).
+    preprocess: how images are fitted to the patch grid, ``pad`` or ``resize``
+        (``images.PREPROCESSING``); boxes come back in original pixels either way.
     """
 
     method: str = "lost"
@@ -57,6 +59,7 @@ class DiscoveryConfig:
     precision: str = "fp32"
     memory_budget: int = DEFAULT_MEMORY_BUDGET
     max_size: int | None = None
+    preprocess: str = "pad"
 
     @property
     def entry(self) -> Method:
@@ -177,13 +180,13 @@ def collate_same_size(samples: list[DecodedImage]) -> ImageBatch:
 
 
 def read_padded_sizes(
-    records: Sequence[ImageRecord], multiple: int, max_size: int | None = None
+    records: Sequence[ImageRecord], multiple: int, max_size: int | None = None, preprocess: str = "pad"
 ) -> list[tuple[int, int] | None]:
-    """Padded (Hp, Wp) of every image from its header alone; None where it cannot be read."""
+    """Padded (or resized) (Hp, Wp) of every image from its header alone; None where it cannot be read."""
     sizes = []
     for record in records:
         try:
-            sizes.append(padded_size(record, multiple, max_size))
+            sizes.append(padded_size(record, multiple, max_size, preprocess))
         except LostError:
             sizes.append(None)
     return sizes
@@ -197,12 +200,12 @@ def make_loader(
     num_heads = extractor.num_heads
     prefix_tokens = extractor.backbone.prefix_tokens
     sampler = SizeBucketBatchSampler(
-        read_padded_sizes(records, patch_size, config.max_size),
+        read_padded_sizes(records, patch_size, config.max_size, config.preprocess),
         config.batch_size,
         lambda size: attention_images_per_pass(size, patch_size, num_heads, config.memory_budget, prefix_tokens),
     )
     return DataLoader(
-        ImageFileDataset(records, patch_size, config.max_size),
+        ImageFileDataset(records, patch_size, config.max_size, config.preprocess),
         batch_sampler=sampler,
         num_workers=config.num_workers,
         collate_fn=collate_same_size,

@@ -4,8 +4,10 @@ A run folder holds ``journal.jsonl`` (or ``journal.rank<R>.jsonl`` per process o
 run). Its first line describes the run (``{"run": {...}}``); each further line is one finished
 image, ``{"name": ..., "box": [x1, y1, x2, y2]}``, or for a multi-object method ``{"name": ...,
 "boxes": [[x1, y1, x2, y2], ...], "scores": [...]}`` (best first), or ``{"name": ..., "error":
-...}`` for a skipped one. Lines are flushed and fsynced once per batch, so a SIGKILL loses at most the batch
-in flight, and a last line cut in the middle is dropped on the next start. Boxes keep their
+...}`` for a skipped one; a finished image's line may also carry ``"values"``, a JSON object of
+per-image results beside its box (the saliency counts of ``main_saliency_evaluation.py``). Lines
+are flushed and fsynced once per batch, so a SIGKILL loses at most the batch in flight, and a
+last line cut in the middle is dropped on the next start. Boxes keep their
 type through JSON: whole-number boxes (ViT) come back as int64, CNN boxes as float64.
 
 A run holds a lock on its journal (``<journal>.lock``, an ``flock`` that the system releases
@@ -141,6 +143,7 @@ class Journal:
         self.boxes: dict[str, np.ndarray] = {}
         self.errors: dict[str, str] = {}
         self.detections: dict[str, ScoredBoxes] = {}
+        self.values: dict[str, dict[str, Any]] = {}
         self.lock = RunLock(self.path.with_name(self.path.name + ".lock"), self.path.parent)
         try:
             self._open(run, overwrite)
@@ -169,7 +172,15 @@ class Journal:
                 "rerun with the same flags to resume it, or add --overwrite to start over"
             )
         for entry in lines[1:]:
-            apply_entry(entry, self.boxes, self.errors, self.detections)
+            self._apply(entry)
+
+    def _apply(self, entry: dict[str, Any]) -> None:
+        """One line into the boxes, skips, detections and per-image values held in memory."""
+        apply_entry(entry, self.boxes, self.errors, self.detections)
+        if "values" in entry:
+            self.values[entry["name"]] = entry["values"]
+        elif "error" in entry:
+            self.values.pop(entry["name"], None)
 
     def _write_lines(self, entries: list[dict[str, Any]]) -> None:
         text = "".join(json.dumps(entry) + "\n" for entry in entries)
@@ -194,15 +205,24 @@ class Journal:
         """Whether the image ``name`` already has its box (skipped images are tried again)."""
         return name in self.boxes
 
-    def record(self, found: dict[str, np.ndarray | ScoredBoxes], errors: dict[str, str]) -> None:
+    def record(
+        self,
+        found: dict[str, np.ndarray | ScoredBoxes],
+        errors: dict[str, str],
+        values: dict[str, dict[str, Any]] | None = None,
+    ) -> None:
         """Append one batch of finished images and make it durable: `found` maps a name to its
-        box (4,), or to its boxes and scores for a multi-object method; `errors` to a skip reason."""
+        box (4,), or to its boxes and scores for a multi-object method; `errors` to a skip reason;
+        `values` (optional) a finished name to a JSON object kept beside its box."""
         entries = [entry_of(name, result) for name, result in found.items()]
+        for entry in entries:
+            if values and entry["name"] in values:
+                entry["values"] = values[entry["name"]]
         entries += [{"name": name, "error": reason} for name, reason in errors.items()]
         if entries:
             self._write_lines(entries)
             for entry in entries:
-                apply_entry(entry, self.boxes, self.errors, self.detections)
+                self._apply(entry)
 
 
 def settings_difference(written: dict[str, Any], wanted: dict[str, Any], prefix: str = "") -> str:
