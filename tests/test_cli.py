@@ -170,7 +170,7 @@ def test_found_runs_write_their_folder_and_masks(tmp_path, vit_tiny_checkpoint, 
 def test_found_without_network_names_the_url_the_cache_and_the_flag(tmp_path, vit_tiny_checkpoint, capsys, monkeypatch):
     from lost.methods import found
 
-    monkeypatch.setattr(found, "found_weights_cache_path", lambda: tmp_path / "hub" / "found_decoder_weights.pt")
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
 
     def offline(*args, **kwargs):
         raise OSError("network is unreachable")

@@ -30,6 +30,7 @@ from lost.methods.found import (
 )
 from lost.methods.lost import LostParams, discover_lost, lost_folder
 from lost.methods.maskcut import MaskCutParams, discover_maskcut, maskcut_folder
+from lost.methods.peekaboo import PeekabooParams, discover_peekaboo, peekaboo_folder, prepare_peekaboo
 from lost.methods.tokencut import TokenCutParams, discover_tokencut, tokencut_folder
 from lost.viz.method_pictures import (
     box_picture,
@@ -43,7 +44,7 @@ from lost.viz.method_pictures import (
 
 __all__ = [
     "METHODS", "PICTURE_KINDS", "DinoSegParams", "FoundBackgroundParams", "FoundParams", "LostParams",
-    "MaskCutParams", "Method", "TokenCutParams", "flag", "method_entry",
+    "MaskCutParams", "Method", "PeekabooParams", "TokenCutParams", "flag", "method_entry",
 ]
 
 
@@ -113,6 +114,17 @@ METHODS: dict[str, Method] = {
             folder=found_background_folder,
             pictures={"pred": box_picture, "mask": found_mask_picture},
             vit_only=True,
+        ),
+        Method(
+            name="peekaboo",
+            title="PEEKABOO",
+            params=PeekabooParams,
+            needs=frozenset({"feats"}),
+            discover=discover_peekaboo,
+            folder=peekaboo_folder,
+            pictures={"pred": box_picture, "mask": found_mask_picture},
+            vit_only=True,
+            prepare=prepare_peekaboo,
         ),
     )
 }
