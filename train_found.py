@@ -55,7 +55,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--w_self_loss", default=4.0, type=float, help="weight of the self-prediction loss once found_bkg's stops"
     )
     schedule.add_argument(
-        "--stop_bkg_loss", default=None, type=int, help="iterations trained on found_bkg's masks (found: 100, peekaboo: 0)"
+        "--stop_bkg_loss",
+        default=None,
+        type=int,
+        help="iterations trained on found_bkg's masks (found: 100, peekaboo: 0)",
     )
     schedule.add_argument("--crop_size", default=224, type=int, help="side of the square training images")
     schedule.add_argument("--bkg_threshold", default=0.3, type=float, help="found_bkg's similarity threshold")

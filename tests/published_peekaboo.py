@@ -69,7 +69,7 @@ class PublishedPeekaboo:
 def get_bbox_from_segmentation_labels(segmenter_predictions, initial_image_size, scales):
     """misc.get_bbox_from_segmentation_labels: the largest component's box; raises ValueError
     (``argmax`` of an empty sequence) when nothing is foreground."""
-    objects, num_objects = scipy.ndimage.label(segmenter_predictions)
+    objects, _ = scipy.ndimage.label(segmenter_predictions)
     all_foreground_labels = objects.flatten()[objects.flatten() != 0]
     most_frequent_label = np.bincount(all_foreground_labels).argmax()
     mask = np.where(objects == most_frequent_label)

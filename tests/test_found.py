@@ -28,7 +28,6 @@ from lost.methods.found import (
     found_background_batch,
     found_batch,
     found_head_bytes,
-    weights_cache_path,
     head_scores,
     head_sparsity,
     head_weights,
@@ -42,6 +41,7 @@ from lost.methods.found import (
     seed_similarities,
     upsample_mask,
     weighted_keys,
+    weights_cache_path,
 )
 from lost.viz.pictures import found_picture
 

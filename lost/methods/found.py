@@ -476,7 +476,8 @@ def discover_with_head(
     if head.weight.shape[1] != features.feats.shape[-1]:
         raise LostError(
             f"{release.flag} {weights or release.url}: the head takes {head.weight.shape[1]} channels but "
-            f"this backbone's keys have {features.feats.shape[-1]}; pass a head trained on this backbone ({release.trainer})"
+            f"this backbone's keys have {features.feats.shape[-1]}; "
+            f"pass a head trained on this backbone ({release.trainer})"
         )
     return found_batch(features.feats, head, features.grid, features.scales, image_sizes)
 

@@ -25,7 +25,6 @@ so resuming repeats the same batches; the bilateral solver reads the uint8 image
 normalized tensor converted back.
 """
 
-
 from __future__ import annotations
 
 import io
@@ -416,5 +415,7 @@ def train(
             bar.set_postfix(loss=f"{loss:.4f}")
     saved = output_dir / HEAD_FILE
     save_found_head(head, saved)
-    print(f"{release.title} head saved at {saved} (use it with --method {release.title.lower()} {release.flag} {saved})")
+    print(
+        f"{release.title} head saved at {saved} (use it with --method {release.title.lower()} {release.flag} {saved})"
+    )
     return saved

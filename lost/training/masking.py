@@ -37,7 +37,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 from torch import Tensor
@@ -87,7 +86,7 @@ def scribble_files(folder: Path) -> list[Path]:
 def centre_crop_box(width: int, height: int, side: int) -> tuple[int, int, int, int]:
     """torchvision's ``CenterCrop(side)`` of a (width, height) image as a PIL crop box
     ``(left, top, right, bottom)``: offsets rounded half to even (Python's ``round``)."""
-    left, top = int(round((width - side) / 2.0)), int(round((height - side) / 2.0))
+    left, top = round((width - side) / 2.0), round((height - side) / 2.0)
     return left, top, left + side, top + side
 
 
@@ -99,7 +98,9 @@ def scribble_from_file(path: Path, side: int) -> np.ndarray:
         with Image.open(path) as image:
             palette = image.convert("P")
     except (OSError, ValueError) as exc:
-        raise LostError(f"{path}: not a readable mask image ({exc.__class__.__name__}); remove it from --scribbles") from exc
+        raise LostError(
+            f"{path}: not a readable mask image ({exc.__class__.__name__}); remove it from --scribbles"
+        ) from exc
     width, height = palette.size
     if width <= height:
         size = (side, int(side * height / width))
@@ -111,7 +112,7 @@ def scribble_from_file(path: Path, side: int) -> np.ndarray:
 
 def draw_streak(draw: ImageDraw.ImageDraw, side: int, rng: np.random.Generator) -> None:
     """One random walk of round-jointed segments, in white."""
-    width = max(1, int(round(side * rng.uniform(*STREAK_WIDTH))))
+    width = max(1, round(side * rng.uniform(*STREAK_WIDTH)))
     point = rng.uniform(0, side, 2)
     angle = rng.uniform(0, 2 * np.pi)
     points = [tuple(point)]
@@ -147,9 +148,7 @@ def procedural_hidden(side: int, rng: np.random.Generator, coverage: tuple[float
     return hidden
 
 
-def hidden_pixels(
-    side: int, rng: np.random.Generator, settings: MaskingSettings, files: list[Path]
-) -> np.ndarray:
+def hidden_pixels(side: int, rng: np.random.Generator, settings: MaskingSettings, files: list[Path]) -> np.ndarray:
     """One view's (side, side) bool hidden pixels: one of `files` when given, else procedural."""
     if files:
         return scribble_from_file(files[int(rng.integers(len(files)))], side)
