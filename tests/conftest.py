@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from planted_squares import crafted_vit_tiny, planted_square
 
 from lost.backbones import DinoVisionTransformer, build_model
 
@@ -94,3 +95,21 @@ def vit_tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("checkpoints") / "vit_tiny16.pth"
     torch.save(build_model("vit_tiny", 16).state_dict(), path)
     return path
+
+
+@pytest.fixture(scope="session")
+def crafted_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """planted_squares.crafted_vit_tiny saved as a plain state dict."""
+    path = tmp_path_factory.mktemp("vit") / "crafted_vit_tiny8.pth"
+    torch.save(crafted_vit_tiny().state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def square_images(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """8 PNGs of planted_squares.planted_square (seed 1)."""
+    folder = tmp_path_factory.mktemp("squares")
+    rng = np.random.default_rng(1)
+    for index in range(8):
+        planted_square(rng)[0].save(folder / f"{index:03d}.png")
+    return folder

@@ -178,13 +178,13 @@ def test_found_runs_write_their_folder_and_masks(tmp_path, vit_tiny_checkpoint, 
 def test_found_without_network_names_the_url_the_cache_and_the_flag(tmp_path, vit_tiny_checkpoint, capsys, monkeypatch):
     from lost.methods import found
 
-    monkeypatch.setattr(found, "found_weights_cache_path", lambda: tmp_path / "hub" / "found_decoder_weights.pt")
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
 
     def offline(*args, **kwargs):
         raise OSError("network is unreachable")
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
-    on_vit_tiny = dataclasses.replace(found.FOUND_HEAD, trained_on=BackboneSpec("vit_tiny", 16), trained_width=192)
+    on_vit_tiny = dataclasses.replace(found.FOUND_TRAINED_ON, trained_on=BackboneSpec("vit_tiny", 16), trained_width=192)
     monkeypatch.setitem(METHODS, "found", dataclasses.replace(METHODS["found"], released_head=on_vit_tiny))
     code = run_cli(
         "--image_path", str(ROOT / "examples" / "chelsea.jpg"), "--method", "found", "--arch", "vit_tiny",

@@ -171,8 +171,8 @@ def test_results_stream_one_list_per_same_size_batch(vit_extractor, mixed_images
 
 
 def method_params_for_tests(method: str, tmp_path: Path, embed_dim: int):
-    """Each method's parameters, with a random FOUND head of the test model's width."""
-    if method == "found":
+    """Each method's parameters, with a random FOUND/PEEKABOO head of the test model's width."""
+    if method in ("found", "peekaboo"):
         torch.manual_seed(4)
         head = tmp_path / "head.pt"
         torch.save({"decoder": torch.nn.Conv2d(embed_dim, 1, kernel_size=1).state_dict()}, head)

@@ -29,7 +29,6 @@ from lost.methods.found import (
     found_background_batch,
     found_batch,
     found_head_bytes,
-    found_weights_cache_path,
     head_scores,
     head_sparsity,
     head_weights,
@@ -43,6 +42,7 @@ from lost.methods.found import (
     seed_similarities,
     upsample_mask,
     weighted_keys,
+    weights_cache_path,
 )
 from lost.viz.pictures import found_picture
 
@@ -447,14 +447,14 @@ def test_the_released_head_is_downloaded_once_with_its_hash_checked(tmp_path, mo
     first = load_found_head(embed_dim=384)
     second = load_found_head(embed_dim=384)
     assert calls == [(FOUND_WEIGHTS_URL, FOUND_WEIGHTS_SHA256)]
-    assert found_weights_cache_path().is_file()
+    assert weights_cache_path().is_file()
     assert torch.equal(first.weight, second.weight) and first.bias.tolist() == [0.125]
 
 
 def test_a_damaged_cached_head_says_to_delete_it(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
-    found_weights_cache_path().parent.mkdir(parents=True)
-    found_weights_cache_path().write_bytes(b"\x00" * 10)
+    weights_cache_path().parent.mkdir(parents=True)
+    weights_cache_path().write_bytes(b"\x00" * 10)
     with pytest.raises(LostError, match="delete it to download it again"):
         load_found_head()
 

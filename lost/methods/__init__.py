@@ -20,7 +20,7 @@ from lost.errors import LostError
 from lost.methods.dinoseg import DinoSegParams, check_dinoseg_head, dinoseg_folder, discover_dinoseg
 from lost.methods.entry import Method, flag
 from lost.methods.found import (
-    FOUND_HEAD,
+    FOUND_TRAINED_ON,
     FoundBackgroundParams,
     FoundParams,
     discover_found,
@@ -31,6 +31,13 @@ from lost.methods.found import (
 )
 from lost.methods.lost import LostParams, discover_lost, lost_folder
 from lost.methods.maskcut import MaskCutParams, discover_maskcut, maskcut_folder
+from lost.methods.peekaboo import (
+    PEEKABOO_TRAINED_ON,
+    PeekabooParams,
+    discover_peekaboo,
+    peekaboo_folder,
+    prepare_peekaboo,
+)
 from lost.methods.tokencut import TokenCutParams, discover_tokencut, tokencut_folder
 from lost.viz.method_pictures import (
     box_picture,
@@ -44,7 +51,7 @@ from lost.viz.method_pictures import (
 
 __all__ = [
     "METHODS", "PICTURE_KINDS", "DinoSegParams", "FoundBackgroundParams", "FoundParams", "LostParams",
-    "MaskCutParams", "Method", "TokenCutParams", "flag", "method_entry",
+    "MaskCutParams", "Method", "PeekabooParams", "TokenCutParams", "flag", "method_entry",
 ]
 
 
@@ -104,7 +111,7 @@ METHODS: dict[str, Method] = {
             pictures={"pred": box_picture, "mask": found_mask_picture},
             vit_only=True,
             prepare=prepare_found,
-            released_head=FOUND_HEAD,
+            released_head=FOUND_TRAINED_ON,
         ),
         Method(
             name="found_bkg",
@@ -115,6 +122,18 @@ METHODS: dict[str, Method] = {
             folder=found_background_folder,
             pictures={"pred": box_picture, "mask": found_mask_picture},
             vit_only=True,
+        ),
+        Method(
+            name="peekaboo",
+            title="PEEKABOO",
+            params=PeekabooParams,
+            needs=frozenset({"feats"}),
+            discover=discover_peekaboo,
+            folder=peekaboo_folder,
+            pictures={"pred": box_picture, "mask": found_mask_picture},
+            vit_only=True,
+            prepare=prepare_peekaboo,
+            released_head=PEEKABOO_TRAINED_ON,
         ),
     )
 }

@@ -48,7 +48,7 @@ class ReleasedHead:
         raise LostError(
             f"{self.title}'s released head was trained on --arch {trained.arch} --patch_size {trained.patch_size} "
             f"({trained.which_features} features), not on {backbone.label()}_{backbone.which_features}: run on that "
-            f"backbone, or pass {self.flag} FILE with a head trained on this one (train_found.py)"
+            f"backbone, or pass {self.flag} FILE with a head trained on this one"
         )
 
     def warning(self, backbone: BackboneSpec, params: Any, backbone_width: int) -> str | None:

@@ -63,8 +63,9 @@ SPARSITY_EPSILON = 1e-10
 FOUND_WEIGHTS_URL = "https://raw.githubusercontent.com/valeoai/FOUND/main/data/weights/decoder_weights.pt"
 FOUND_WEIGHTS_SHA256 = "47ff2a4af3dbc6c80cb832cc81f8ed8ae81809e52576d0de5f9c754cf46ef9b5"
 FOUND_WEIGHTS_FILE = "found_decoder_weights.pt"
-"""The released head (ViT-S/8 keys, 384 -> 1), cached under ``<torch hub dir>/checkpoints``."""
-FOUND_HEAD = ReleasedHead("FOUND", BackboneSpec("vit_small", 8, which_features="k"), 384, "weights", "--found_weights")
+"""The released head (ViT-S/8 keys, 384 -> 1), cached under ``<torch hub dir>/checkpoints``
+(:data:`FOUND_HEAD`)."""
+FOUND_TRAINED_ON = ReleasedHead("FOUND", BackboneSpec("vit_small", 8, which_features="k"), 384, "weights", "--found_weights")
 """The released head's description: trained on DINO ViT-S/8's keys (384 channels), replaced by
 the file of ``--found_weights``."""
 
@@ -338,44 +339,65 @@ def new_found_head(embed_dim: int) -> nn.Conv2d:
     return nn.Conv2d(embed_dim, 1, kernel_size=1)
 
 
-def found_weights_cache_path() -> Path:
-    """Where the released head is cached: ``<torch hub dir>/checkpoints/found_decoder_weights.pt``."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / FOUND_WEIGHTS_FILE
+@dataclass(frozen=True)
+class HeadWeights:
+    """A released head in FOUND's format: whose it is (``title``), the raw file's ``url`` and
+    ``sha256``, the ``file`` name it is cached under (``<torch hub dir>/checkpoints``), the
+    ``flag`` that passes a local head instead, and the command (``trainer``) that trains one."""
+
+    title: str
+    url: str
+    sha256: str
+    file: str
+    flag: str
+    trainer: str
 
 
-def download_found_weights() -> Path:
+FOUND_HEAD = HeadWeights(
+    "FOUND", FOUND_WEIGHTS_URL, FOUND_WEIGHTS_SHA256, FOUND_WEIGHTS_FILE, "--found_weights", "train_found.py"
+)
+
+
+def weights_cache_path(release: HeadWeights = FOUND_HEAD) -> Path:
+    """Where a released head is cached: ``<torch hub dir>/checkpoints/<release.file>``."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / release.file
+
+
+def download_head_weights(release: HeadWeights = FOUND_HEAD) -> Path:
     """The released head's file, downloaded once (SHA-256 checked) into the torch hub cache."""
-    cached = found_weights_cache_path()
+    cached = weights_cache_path(release)
     if cached.is_file():
         return cached
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)
-        torch.hub.download_url_to_file(FOUND_WEIGHTS_URL, str(cached), hash_prefix=FOUND_WEIGHTS_SHA256, progress=False)
+        torch.hub.download_url_to_file(release.url, str(cached), hash_prefix=release.sha256, progress=False)
     except Exception as exc:  # no network, HTTP errors, a changed file, an unwritable cache
         raise LostError(
-            f"cannot download FOUND's head {FOUND_WEIGHTS_URL} ({one_line(exc)}); connect to the network, "
-            f"or put that file at {cached}, or pass --found_weights PATH to a local copy"
+            f"cannot download {release.title}'s head {release.url} ({one_line(exc)}); connect to the network, "
+            f"or put that file at {cached}, or pass {release.flag} PATH to a local copy"
         ) from exc
     return cached
 
 
-def load_found_head(path: str | Path | None = None, embed_dim: int | None = None) -> nn.Conv2d:
-    """FOUND's head from a file in the released format ``{"decoder": {"weight": (1, d, 1, 1),
-    "bias": (1,)}}``; without `path`, the authors' released head (downloaded once).
+def load_found_head(
+    path: str | Path | None = None, embed_dim: int | None = None, release: HeadWeights = FOUND_HEAD
+) -> nn.Conv2d:
+    """A head from a file in FOUND's released format ``{"decoder": {"weight": (1, d, 1, 1),
+    "bias": (1,)}}``; without `path`, the head `release` describes (downloaded once).
 
     embed_dim: when given, the head must take that many channels (the backbone's key size).
     Returns the 1x1 convolution d -> 1 on the CPU, in eval mode, gradients off. Raises
     LostError naming the file (or the cache) for a missing, unreadable or wrong-shaped file.
     """
     if path is None:
-        path = download_found_weights()
-        source = f"{path} (the cached {FOUND_WEIGHTS_URL}; delete it to download it again)"
+        path = download_head_weights(release)
+        source = f"{path} (the cached {release.url}; delete it to download it again)"
     else:
         path = Path(path)
-        source = f"--found_weights {path}"
+        source = f"{release.flag} {path}"
         if not path.is_file():
             raise LostError(
-                f"{source}: no such file; pass a head saved by train_found.py or the released decoder_weights.pt"
+                f"{source}: no such file; pass a head saved by {release.trainer} or the released {Path(release.url).name}"
             )
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
@@ -383,10 +405,12 @@ def load_found_head(path: str | Path | None = None, embed_dim: int | None = None
         raise LostError(
             f"{source}: not a readable PyTorch file ({one_line(exc)}); pass a file written by torch.save"
         ) from exc
-    return head_from_checkpoint(checkpoint, source, embed_dim)
+    return head_from_checkpoint(checkpoint, source, embed_dim, release)
 
 
-def head_from_checkpoint(checkpoint: object, source: str, embed_dim: int | None = None) -> nn.Conv2d:
+def head_from_checkpoint(
+    checkpoint: object, source: str, embed_dim: int | None = None, release: HeadWeights = FOUND_HEAD
+) -> nn.Conv2d:
     """The head held by a loaded released-format checkpoint, or LostError naming `source`."""
     expected = "{'decoder': {'weight': (1, d, 1, 1), 'bias': (1,)}}"
     state = checkpoint.get("decoder") if isinstance(checkpoint, dict) else None
@@ -401,7 +425,9 @@ def head_from_checkpoint(checkpoint: object, source: str, embed_dim: int | None 
         and bias.shape == (1,)
         and set(state) == {"weight", "bias"}
     ):
-        raise LostError(f"{source}: not a FOUND head (expected {expected}); pass the head saved by train_found.py")
+        raise LostError(
+            f"{source}: not a {release.title} head (expected {expected}); pass the head saved by {release.trainer}"
+        )
     if embed_dim is not None and weight.shape[1] != embed_dim:
         raise LostError(
             f"{source}: this head takes {weight.shape[1]} key channels but the backbone gives {embed_dim}; "
@@ -423,6 +449,7 @@ def save_found_head(head: nn.Conv2d, path: str | Path) -> None:
     """Write the head to `path` in the released format, atomically."""
     atomic_write(path, found_head_bytes(head))
 
+
 # ----------------------------------------------------------------------------------------------
 # The method's entry: parameters, batch adapter, experiment folder
 
@@ -432,10 +459,10 @@ class FoundParams:
     weights: str = field(default="", metadata=flag("--found_weights", "FOUND head file (empty: the authors' released head, downloaded once)"))
 
 
-@functools.lru_cache(maxsize=4)
-def cached_found_head(weights: str) -> torch.nn.Conv2d:
-    """FOUND's head from ``weights`` (empty: the released one), loaded once per process."""
-    return load_found_head(weights or None)
+@functools.lru_cache(maxsize=8)
+def cached_found_head(weights: str, release: HeadWeights = FOUND_HEAD) -> torch.nn.Conv2d:
+    """The head in ``weights`` (empty: the one `release` describes), loaded once per process."""
+    return load_found_head(weights or None, release=release)
 
 
 def prepare_found(params: FoundParams, _num_heads: int) -> None:
@@ -443,15 +470,24 @@ def prepare_found(params: FoundParams, _num_heads: int) -> None:
     cached_found_head(params.weights)
 
 
-def discover_found(features: Features, image_sizes: list[tuple[int, int]], params: FoundParams) -> list[FoundResult]:
-    """FOUND on a batch: features.feats (B, N, d) keys scored by the head -> one result per image."""
-    head = cached_found_head(params.weights)
+def discover_with_head(
+    features: Features, image_sizes: list[tuple[int, int]], weights: str, release: HeadWeights
+) -> list[FoundResult]:
+    """:func:`found_batch` with the head in ``weights`` (empty: `release`'s): features.feats
+    (B, N, d) keys -> one result per image, box ``[x1, y1, x2, y2]`` (x2/y2 exclusive)."""
+    head = cached_found_head(weights, release)
     if head.weight.shape[1] != features.feats.shape[-1]:
         raise LostError(
-            f"--found_weights {params.weights or FOUND_WEIGHTS_URL}: the head takes {head.weight.shape[1]} channels but "
-            f"this backbone's keys have {features.feats.shape[-1]}; pass a head trained on this backbone (train_found.py)"
+            f"{release.flag} {weights or release.url}: the head takes {head.weight.shape[1]} channels but "
+            f"this backbone's keys have {features.feats.shape[-1]}; "
+            f"pass a head trained on this backbone ({release.trainer})"
         )
     return found_batch(features.feats, head, features.grid, features.scales, image_sizes)
+
+
+def discover_found(features: Features, image_sizes: list[tuple[int, int]], params: FoundParams) -> list[FoundResult]:
+    """FOUND on a batch: features.feats (B, N, d) keys scored by the head -> one result per image."""
+    return discover_with_head(features, image_sizes, params.weights, FOUND_HEAD)
 
 
 @dataclass(frozen=True)

@@ -1,27 +1,29 @@
-"""Training FOUND's head on a folder of images (the paper: DUTS-TR, 10,553 images); the command is
-``python train_found.py --data_dir datasets/DUTS/DUTS-TR-Image --output_dir outputs/found``.
+"""Training FOUND's head on a folder of images (the paper: DUTS-TR, 10,553 images), and
+PEEKABOO's, which is FOUND's recipe plus masked images (:mod:`lost.training.masking`); the
+commands are ``python train_found.py --data_dir datasets/DUTS/DUTS-TR-Image --output_dir
+outputs/found`` and the same with ``--recipe peekaboo``.
 
 The DINO backbone (ViT-S/8, 300 epochs, by default) stays frozen; only the 1x1 convolution on
 its last-block keys learns, on the published schedule (valeoai/FOUND,
-``configs/found_DUTS-TR.yaml``): 500 iterations of 50 images, AdamW at 5e-2 multiplied by 0.95
-every 50 iterations. The loss is 1.5 x BCE(logits, the head's own mask refined by the
-bilateral solver) plus, for the first 100 iterations, BCE(logits, found_bkg's object mask
-refined by the bilateral solver), and afterwards 4 x BCE(logits, the head's own mask).
-Each image is resized to a shorter side of 224, rescaled by a random factor in [0.1, 3],
-resized to 224 x 224 and Gaussian-blurred half of the time (the published ``random_scale``
-strategy: it does not crop).
+``configs/found_DUTS-TR.yaml``; hasibzunair/peekaboo, ``configs/peekaboo_DUTS-TR.yaml``, the
+same): 500 iterations of 50 images, AdamW at 5e-2 multiplied by 0.95 every 50 iterations. The
+loss is 1.5 x BCE(logits, the head's own mask refined by the bilateral solver) plus, for the
+first ``stop_bkg_loss`` iterations (FOUND: 100; PEEKABOO: none), BCE(logits, found_bkg's
+object mask refined by the bilateral solver), and afterwards 4 x BCE(logits, the head's own
+mask); PEEKABOO adds its masked-image terms (``settings.masking``). Each image is resized to a
+shorter side of 224, rescaled by a random factor in [0.1, 3], resized to 224 x 224 and
+Gaussian-blurred half of the time (the published ``random_scale`` strategy: it does not crop).
 
-Writes ``<output_dir>/decoder_weights.pt`` in the released format (for ``--found_weights``)
-and ``<output_dir>/last_checkpoint.pt`` after every iteration; a killed run started again
-with the same settings continues from it and ends with the same head.
+Writes ``<output_dir>/decoder_weights.pt`` in the released format (for ``--found_weights`` or
+``--peekaboo_weights``) and ``<output_dir>/last_checkpoint.pt`` after every iteration; a killed
+run started again with the same settings continues from it and ends with the same head.
 
-Differences from the published training script, on purpose: it runs exactly ``--max_iter``
-iterations (the published loop also steps at iteration 500, 501 in all, and stops after 3
-epochs on a small folder); images are drawn from a per-iteration seed, so resuming repeats
-the same batches; the bilateral solver reads the uint8 image, not the normalized tensor
-converted back.
+Differences from the published training scripts, on purpose: it runs exactly ``--max_iter``
+iterations (the published loops also step at iteration 500, 501 in all, and stop after 3
+epochs on a small folder); images (and PEEKABOO's masks) are drawn from a per-iteration seed,
+so resuming repeats the same batches; the bilateral solver reads the uint8 image, not the
+normalized tensor converted back.
 """
-
 
 from __future__ import annotations
 
@@ -45,12 +47,23 @@ from lost.data.images import IMAGE_EXTENSIONS, image_to_tensor, load_rgb
 from lost.errors import LostError
 from lost.io.safe_files import atomic_write
 from lost.methods.found import (
+    FOUND_HEAD,
+    HeadWeights,
     coarse_object_masks,
     foreground_masks,
     head_scores,
     new_found_head,
     refined_masks,
     save_found_head,
+)
+from lost.methods.peekaboo import PEEKABOO_HEAD
+from lost.training.masking import (
+    MaskingSettings,
+    check_masking,
+    hidden_pixels,
+    masked_image_loss,
+    masked_views,
+    scribble_files,
 )
 
 CHECKPOINT_FILE = "last_checkpoint.pt"
@@ -84,6 +97,12 @@ class TrainingSettings:
     blur_probability: float = 0.5
     bkg_threshold: float = 0.3
     seed: int = 0
+    masking: MaskingSettings | None = None
+
+
+def trained_head(settings: TrainingSettings) -> HeadWeights:
+    """Whose recipe the settings follow: PEEKABOO's with masked images, FOUND's without."""
+    return FOUND_HEAD if settings.masking is None else PEEKABOO_HEAD
 
 
 def check_settings(settings: TrainingSettings) -> None:
@@ -99,6 +118,8 @@ def check_settings(settings: TrainingSettings) -> None:
             f"--crop_size {settings.crop_size}: must be a multiple of --patch_size {settings.patch_size}; "
             f"use {max(1, settings.crop_size // settings.patch_size) * settings.patch_size}"
         )
+    if settings.masking is not None:
+        check_masking(settings.masking)
 
 
 def training_images(folder: Path) -> list[Path]:
@@ -156,39 +177,51 @@ def augmented_pixels(image: Image.Image, settings: TrainingSettings, rng: np.ran
 
 @dataclass(frozen=True)
 class TrainingBatch:
-    """images: (B, 3, S, S) normalized; pixels: (B, S, S, 3) uint8; errors: unreadable files."""
+    """images: (B, 3, S, S) normalized; pixels: (B, S, S, 3) uint8; hidden: (B, S, S) bool, the
+    pixels PEEKABOO's masked views hide (None without masking); errors: unreadable files."""
 
     images: Tensor | None
     pixels: Tensor | None
     errors: list[str]
+    hidden: Tensor | None = None
+
+
+View = tuple[Tensor | None, Tensor | None, Tensor | None, str | None]
 
 
 class AugmentedImages(Dataset):
     """Item ``(index, sample_seed)``: image `index` augmented with its own random generator,
-    as ``(image (3, S, S), pixels (S, S, 3) uint8, error)``."""
+    as ``(image (3, S, S), pixels (S, S, 3) uint8, hidden (S, S) bool or None, error)``; the
+    hidden pixels are drawn after the augmentation, from the same generator, when masking."""
 
-    def __init__(self, paths: list[Path], settings: TrainingSettings):
+    def __init__(self, paths: list[Path], settings: TrainingSettings, scribbles: list[Path] | None = None):
         self.paths = paths
         self.settings = settings
+        self.scribbles = scribbles or []
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, key: tuple[int, int]) -> tuple[Tensor | None, Tensor | None, str | None]:
+    def __getitem__(self, key: tuple[int, int]) -> View:
         index, sample_seed = key
+        rng = np.random.default_rng(sample_seed)
         try:
             image = load_rgb(self.paths[index])
+            pixels = augmented_pixels(image, self.settings, rng)
+            hidden = None
+            if self.settings.masking is not None:
+                hidden = torch.from_numpy(hidden_pixels(len(pixels), rng, self.settings.masking, self.scribbles))
         except LostError as exc:
-            return None, None, str(exc)
-        pixels = augmented_pixels(image, self.settings, np.random.default_rng(sample_seed))
-        return image_to_tensor(Image.fromarray(pixels)), torch.from_numpy(pixels), None
+            return None, None, None, str(exc)
+        return image_to_tensor(Image.fromarray(pixels)), torch.from_numpy(pixels), hidden, None
 
 
-def collate_views(samples: list[tuple[Tensor | None, Tensor | None, str | None]]) -> TrainingBatch:
-    errors = [error for _, _, error in samples if error is not None]
+def collate_views(samples: list[View]) -> TrainingBatch:
+    errors = [error for *_, error in samples if error is not None]
     if errors:
         return TrainingBatch(None, None, errors)
-    return TrainingBatch(torch.stack([s[0] for s in samples]), torch.stack([s[1] for s in samples]), [])
+    images, pixels, hidden = (torch.stack(part) if part[0] is not None else None for part in list(zip(*samples))[:3])
+    return TrainingBatch(images, pixels, [], hidden)
 
 
 def sample_seed(seed: int, iteration: int, slot: int) -> int:
@@ -206,11 +239,17 @@ def iteration_batch(iteration: int, num_images: int, settings: TrainingSettings)
     return [(int(index), sample_seed(settings.seed, iteration, slot)) for slot, index in enumerate(chosen)]
 
 
-def make_loader(paths: list[Path], settings: TrainingSettings, start: int, num_workers: int) -> DataLoader:
-    """The batches of iterations ``start .. max_iter - 1``, decoded in `num_workers` processes."""
+def make_loader(
+    paths: list[Path], settings: TrainingSettings, start: int, num_workers: int, scribbles: list[Path] | None = None
+) -> DataLoader:
+    """The batches of iterations ``start .. max_iter - 1``, decoded in `num_workers` processes
+    (masked with `scribbles`, or procedural masks, when the settings mask)."""
     batches = [iteration_batch(iteration, len(paths), settings) for iteration in range(start, settings.max_iter)]
     return DataLoader(
-        AugmentedImages(paths, settings), batch_sampler=batches, num_workers=num_workers, collate_fn=collate_views
+        AugmentedImages(paths, settings, scribbles),
+        batch_sampler=batches,
+        num_workers=num_workers,
+        collate_fn=collate_views,
     )
 
 
@@ -235,9 +274,12 @@ def train_step(
     iteration: int,
     settings: TrainingSettings,
 ) -> float:
-    """One optimizer step on one batch; returns the loss."""
+    """One optimizer step on one batch; returns the loss. The targets (the head's foreground,
+    found_bkg's objects while they are used, the masked views' foreground when masking) are
+    refined together, one bilateral solver per (unmasked) image."""
     device = head.weight.device
-    features = extractor.extract(batch.images.to(device, non_blocking=True), frozenset({"feats", "cls_attention"}))
+    images = batch.images.to(device, non_blocking=True)
+    features = extractor.extract(images, frozenset({"feats", "cls_attention"}))
     keys, cls_attention, grid = features.feats, features.cls_attention.float(), features.grid
     logits = head_scores(keys, head, grid)
     own = foreground_masks(logits.detach())
@@ -247,8 +289,14 @@ def train_step(
     if with_background:
         objects, _, _ = coarse_object_masks(keys, cls_attention, settings.bkg_threshold)
         families.append(objects.view(size, *grid))
+    if settings.masking is not None:
+        masked = extractor.extract(masked_views(images, batch.hidden.to(device)), frozenset({"feats"}))
+        masked_logits = head_scores(masked.feats, head, grid)
+        families.append(foreground_masks(masked_logits.detach()).view(size, *grid))
     refined = [mask.view(size, -1) for mask in refined_masks(batch.pixels.numpy(), families)]
     loss = found_loss(logits, own, refined[0], refined[1] if with_background else None, settings)
+    if settings.masking is not None:
+        loss = loss + masked_image_loss(masked_logits, refined[-1], refined[0], settings.masking)
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
@@ -258,7 +306,10 @@ def train_step(
 
 def run_identity(settings: TrainingSettings, num_images: int) -> dict:
     """What a checkpoint must share with the run that resumes it."""
-    return {**asdict(settings), "scale_range": list(settings.scale_range), "images": num_images}
+    identity = {**asdict(settings), "scale_range": list(settings.scale_range), "images": num_images}
+    if settings.masking is not None:
+        identity["masking"] = {**identity["masking"], "coverage": list(settings.masking.coverage)}
+    return identity
 
 
 def save_checkpoint(
@@ -330,6 +381,8 @@ def train(
     """Train (or resume training) the head on `device` with `num_workers` decoding processes
     (None: 1 beside a CPU run, up to 8 for a GPU); returns the path of the saved head."""
     paths = training_images(Path(settings.data_dir))
+    masks = settings.masking
+    scribbles = scribble_files(Path(masks.scribbles)) if masks is not None and masks.scribbles else None
     extractor = load_backbone(settings, device)
     device = next(extractor.model.parameters()).device
     if num_workers is None:
@@ -346,19 +399,23 @@ def train(
     )
     identity = run_identity(settings, len(paths))
     start = restore(checkpoint, identity, head, optimizer, scheduler)
+    release = trained_head(settings)
     print(
-        f"Training FOUND's head on {len(paths)} images of {settings.data_dir} (device: {device}, from iteration {start})"
+        f"Training {release.title}'s head on {len(paths)} images of {settings.data_dir} "
+        f"(device: {device}, from iteration {start})"
     )
-    loader = make_loader(paths, settings, start, num_workers)
+    loader = make_loader(paths, settings, start, num_workers, scribbles)
     with tqdm(total=settings.max_iter, initial=start, unit="it") as bar:
         for iteration, batch in enumerate(loader, start):
             if batch.errors:
-                raise LostError(f"{batch.errors[0]} (in --data_dir)")
+                raise LostError(batch.errors[0])
             loss = train_step(extractor, head, optimizer, scheduler, batch, iteration, settings)
             save_checkpoint(checkpoint, head, optimizer, scheduler, iteration + 1, identity)
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}")
     saved = output_dir / HEAD_FILE
     save_found_head(head, saved)
-    print(f"FOUND head saved at {saved} (use it with --found_weights {saved})")
+    print(
+        f"{release.title} head saved at {saved} (use it with --method {release.title.lower()} {release.flag} {saved})"
+    )
     return saved
