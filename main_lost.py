@@ -194,7 +194,7 @@ def process_shard(
                     errors[record.name] = found.error
                     tqdm.write(f"skipped {record.name}: {found.error}")
                     continue
-                finished[record.name] = found.box if found.boxes is None else ScoredBoxes(found.boxes, found.scores)
+                finished[record.name] = ScoredBoxes(found.boxes, found.scores) if found.ranked else found.box
                 if meter is not None and record.gt_boxes is not None:
                     meter.update(is_correct_localization(found.box, record.gt_boxes))
                 if visualize_kind is not None and vis_folder is not None:

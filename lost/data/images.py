@@ -115,12 +115,19 @@ def capped_size(width: int, height: int, max_size: int | None) -> tuple[int, int
 def rescale_box(box: np.ndarray, from_size: tuple[int, int], to_size: tuple[int, int]) -> np.ndarray:
     """A box ``[x1, y1, x2, y2]`` (x2/y2 exclusive), or boxes ``(K, 4)``, in an image of (H, W)
     ``from_size`` moved to the same image at (H, W) ``to_size``; unchanged (same dtype) when the
-    sizes are equal, else float64 clipped to ``to_size``."""
+    sizes are equal, else int64 pixel edges.
+
+    Each edge ``e`` (first rounded to a pixel edge, ``ceil(e - 1/2)``, when it is a float) goes to
+    ``ceil(e * to / from - 1/2)``, computed in exact integers: the first pixel of the new size
+    whose centre lies past the edge. So the box is the bounding box of its mask resized by
+    ``geometry.resize_masks`` (nearest neighbour with half-pixel centres) when scaling down.
+    """
     if tuple(from_size) == tuple(to_size):
         return box
-    scale_y, scale_x = to_size[0] / from_size[0], to_size[1] / from_size[1]
-    scaled = np.asarray(box, dtype=np.float64) * [scale_x, scale_y, scale_x, scale_y]
-    return np.minimum(scaled, [to_size[1], to_size[0], to_size[1], to_size[0]])
+    edges = np.ceil(np.asarray(box, dtype=np.float64) - 0.5).astype(np.int64)
+    source = np.array([from_size[1], from_size[0]] * 2, dtype=np.int64)
+    target = np.array([to_size[1], to_size[0]] * 2, dtype=np.int64)
+    return -((source - 2 * edges * target) // (2 * source))
 
 
 def _to_rgb8(image: Image.Image) -> Image.Image:
@@ -195,13 +202,15 @@ def padded_size(record: ImageRecord, multiple: int, max_size: int | None = None)
 class DecodedImage:
     """One decoded image for the engine: `image (3, Hp, Wp)` normalized and padded; `size` the
     (H, W) it was decoded at, before padding; `original_size` the file's own (H, W), larger
-    when `max_size` scaled the image down. `image` is None and `error` set when it failed."""
+    when `max_size` scaled the image down; `pixels` the decoded (H, W, 3) uint8 RGB image when
+    the dataset keeps them, else None. `image` is None and `error` set when it failed."""
 
     index: int
     image: torch.Tensor | None
     size: tuple[int, int] | None = None
     original_size: tuple[int, int] | None = None
     error: str | None = None
+    pixels: np.ndarray | None = None
 
 
 class ImageFileDataset(torch.utils.data.Dataset):
@@ -209,13 +218,17 @@ class ImageFileDataset(torch.utils.data.Dataset):
 
     `__getitem__(i)` returns a :class:`DecodedImage`. An image that cannot be read never
     raises (so a DataLoader worker survives): its DecodedImage has `image` None and `error` set
-    to the LostError text. `max_size` caps the longer side (see :func:`load_rgb`).
+    to the LostError text. `max_size` caps the longer side (see :func:`load_rgb`);
+    `keep_pixels` also returns the decoded uint8 pixels (for a mask post-processing).
     """
 
-    def __init__(self, records: Sequence[ImageRecord], pad_multiple: int, max_size: int | None = None) -> None:
+    def __init__(
+        self, records: Sequence[ImageRecord], pad_multiple: int, max_size: int | None = None, keep_pixels: bool = False
+    ) -> None:
         self.records = records
         self.pad_multiple = pad_multiple
         self.max_size = max_size
+        self.keep_pixels = keep_pixels
 
     def __len__(self) -> int:
         return len(self.records)
@@ -226,4 +239,5 @@ class ImageFileDataset(torch.utils.data.Dataset):
         except LostError as exc:
             return DecodedImage(index=i, image=None, error=str(exc))
         tensor = pad_to_multiple(image_to_tensor(image), self.pad_multiple)
-        return DecodedImage(index=i, image=tensor, size=(image.height, image.width), original_size=original_size)
+        pixels = np.asarray(image, dtype=np.uint8) if self.keep_pixels else None
+        return DecodedImage(i, tensor, (image.height, image.width), original_size, pixels=pixels)

@@ -8,10 +8,10 @@ draws. Adding a method is its module (the algorithm as pure functions on feature
 dataclass, its batch adapter and folder name) plus one entry in :data:`METHODS`. The engine, the
 command line, the journal's resume check and the experiment names all read the table.
 
-Every method result has a ``box`` attribute: ``[x1, y1, x2, y2]`` in pixels of the image as the
-method saw it (decoded, unpadded), x2/y2 exclusive. A method that finds several objects also gives
-``boxes: (K, 4)`` (best first, ``box`` = ``boxes[0]``) and ``scores: (K,)`` (non-increasing). The
-engine scales the boxes to the original image.
+Every method result follows ``results.MethodResult``: ``boxes: (K, 4)`` ``[x1, y1, x2, y2]`` in
+pixels of the image as the method saw it (decoded, unpadded), x2/y2 exclusive, best first (``box``
+= ``boxes[0]``), ``scores: (K,)`` (non-increasing) and ``patch_masks: (K, h, w)``; a one-object
+method has K = 1 (``results.OneObject``). The engine scales boxes and masks to the original image.
 """
 
 from __future__ import annotations
@@ -91,7 +91,6 @@ METHODS: dict[str, Method] = {
             discover=discover_maskcut,
             folder=maskcut_folder,
             pictures={"pred": ranked_boxes_picture},
-            multi_box=True,
         ),
         Method(
             name="found",
