@@ -34,6 +34,7 @@ from lost.methods.tokencut import TokenCutParams, discover_tokencut, tokencut_fo
 from lost.viz.method_pictures import (
     box_picture,
     found_mask_picture,
+    masks_picture,
     lost_feature_maps_picture,
     lost_seed_expansion_picture,
     ranked_boxes_picture,
@@ -61,6 +62,7 @@ METHODS: dict[str, Method] = {
                 "pred": seed_pred_picture,
                 "fms": lost_feature_maps_picture,
                 "seed_expansion": lost_seed_expansion_picture,
+                "masks": masks_picture,
             },
         ),
         Method(
@@ -70,7 +72,7 @@ METHODS: dict[str, Method] = {
             needs=frozenset({"cls_attention"}),
             discover=discover_dinoseg,
             folder=dinoseg_folder,
-            pictures={"pred": box_picture},
+            pictures={"pred": box_picture, "masks": masks_picture},
             vit_only=True,
             prepare=check_dinoseg_head,
         ),
@@ -81,7 +83,7 @@ METHODS: dict[str, Method] = {
             needs=frozenset({"feats"}),
             discover=discover_tokencut,
             folder=tokencut_folder,
-            pictures={"pred": seed_pred_picture, "cut": tokencut_cut_picture},
+            pictures={"pred": seed_pred_picture, "cut": tokencut_cut_picture, "masks": masks_picture},
         ),
         Method(
             name="maskcut",
@@ -90,7 +92,7 @@ METHODS: dict[str, Method] = {
             needs=frozenset({"feats"}),
             discover=discover_maskcut,
             folder=maskcut_folder,
-            pictures={"pred": ranked_boxes_picture},
+            pictures={"pred": ranked_boxes_picture, "masks": masks_picture},
         ),
         Method(
             name="found",
@@ -99,7 +101,7 @@ METHODS: dict[str, Method] = {
             needs=frozenset({"feats"}),
             discover=discover_found,
             folder=found_folder,
-            pictures={"pred": box_picture, "mask": found_mask_picture},
+            pictures={"pred": box_picture, "mask": found_mask_picture, "masks": masks_picture},
             vit_only=True,
             prepare=prepare_found,
         ),
@@ -110,7 +112,7 @@ METHODS: dict[str, Method] = {
             needs=frozenset({"feats", "cls_attention"}),
             discover=discover_found_background,
             folder=found_background_folder,
-            pictures={"pred": box_picture, "mask": found_mask_picture},
+            pictures={"pred": box_picture, "mask": found_mask_picture, "masks": masks_picture},
             vit_only=True,
         ),
     )
