@@ -133,7 +133,8 @@ def resize_masks(masks: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """(K, H, W) bool masks -> (K, H', W') bool at (H', W') ``size``, nearest neighbour with
     half-pixel centres: pixel ``Y`` reads pixel ``floor((Y + 1/2) H / H')`` (exact integers).
 
-    Scaled down (or kept), the masks' boxes are ``data.images.rescale_box`` of their boxes.
+    When no side shrinks (the decoded image to its original), every source pixel is read, and the
+    masks' boxes are ``data.images.rescale_box`` of their boxes.
     """
     height, width = masks.shape[1:]
     if (height, width) == tuple(size):

@@ -120,7 +120,8 @@ def rescale_box(box: np.ndarray, from_size: tuple[int, int], to_size: tuple[int,
     Each edge ``e`` (first rounded to a pixel edge, ``ceil(e - 1/2)``, when it is a float) goes to
     ``ceil(e * to / from - 1/2)``, computed in exact integers: the first pixel of the new size
     whose centre lies past the edge. So the box is the bounding box of its mask resized by
-    ``geometry.resize_masks`` (nearest neighbour with half-pixel centres) when scaling down.
+    ``geometry.resize_masks`` (nearest neighbour with half-pixel centres) to a size no smaller
+    (the decoded image back to its original).
     """
     if tuple(from_size) == tuple(to_size):
         return box

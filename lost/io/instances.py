@@ -43,13 +43,24 @@ def encode_masks(masks: np.ndarray) -> list[dict[str, Any]]:
     return [{"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")} for rle in encoded]
 
 
-def decode_rle(rle: dict[str, Any]) -> np.ndarray:
-    """A compressed (``counts`` str or bytes) or uncompressed (``counts`` list) RLE -> (H, W) bool."""
+def compressed_rle(rle: dict[str, Any]) -> dict[str, Any]:
+    """A compressed (``counts`` str or bytes) or uncompressed (``counts`` list) RLE as the
+    compressed RLE with bytes counts that ``pycocotools.mask`` takes."""
     if isinstance(rle["counts"], list):
-        rle = mask_utils.frPyObjects(rle, *rle["size"])
-    elif isinstance(rle["counts"], str):
-        rle = {"size": rle["size"], "counts": rle["counts"].encode("ascii")}
-    return mask_utils.decode(rle).astype(bool)
+        return mask_utils.frPyObjects(rle, *rle["size"])
+    if isinstance(rle["counts"], str):
+        return {"size": list(rle["size"]), "counts": rle["counts"].encode("ascii")}
+    return rle
+
+
+def decode_rle(rle: dict[str, Any]) -> np.ndarray:
+    """An RLE (see :func:`compressed_rle`) -> (H, W) bool."""
+    return mask_utils.decode(compressed_rle(rle)).astype(bool)
+
+
+def rle_area(rle: dict[str, Any]) -> int:
+    """Pixels of an RLE mask (see :func:`compressed_rle`)."""
+    return int(mask_utils.area(compressed_rle(rle)))
 
 
 @dataclass(frozen=True)
@@ -97,7 +108,7 @@ def annotation_entries(image: InstanceImage, first_id: int) -> list[dict[str, An
                 f"{image.file_name}: a mask of size {list(rle['size'])} for an image of [H, W] = "
                 f"[{image.height}, {image.width}]; the masks come from another image or run"
             )
-        compressed = {"size": rle["size"], "counts": rle["counts"].encode("ascii")}
+        compressed = compressed_rle(rle)
         area = int(mask_utils.area(compressed))
         if area == 0:
             continue
@@ -205,3 +216,18 @@ def check_annotation_mask(path: Path, annotation: Any, images: dict[int, dict[st
             f"{path}: annotation {annotation.get('id')} has an RLE of size [{height}, {width}] but its image "
             f"{image.get('file_name')} is [H, W] = [{listed[0]}, {listed[1]}]; the masks were made for other images"
         )
+
+
+def read_mask_results(path: Path | str) -> list[dict[str, Any]]:
+    """The detections of a COCO results file with masks (detectron2's ``coco_instances_results.json``:
+    a list of {image_id, segmentation RLE, score, ...}); LostError naming the file otherwise."""
+    path = Path(path)
+    fix = "pass the coco_instances_results.json of a detector with a mask head"
+    results = read_json(path, fix, "results file")
+    if not isinstance(results, list):
+        raise LostError(f"{path}: expected a list of detections; {fix}")
+    for number, result in enumerate(results):
+        if not isinstance(result, dict) or "image_id" not in result or "score" not in result:
+            raise LostError(f"{path}: detection {number} lacks image_id or score; {fix}")
+        rle_size(path, {"id": number, **result})
+    return results
