@@ -189,10 +189,12 @@ def seed_expansion_picture(
 
 
 def save_png(picture: Image.Image, folder: Path, image_name: str, kind: str) -> Path:
-    """Write ``<folder>/<image stem>_<kind>.png`` and return its path."""
-    path = folder / f"{Path(image_name).stem}_{kind}.png"
+    """Write ``<folder>/<image stem>_<kind>.png`` and return its path; an image of a tree, named
+    by its path (``n01/x.JPEG``), gets its folders too (``<folder>/n01/x_<kind>.png``)."""
+    name = Path(image_name)
+    path = folder / name.parent / f"{name.stem}_{kind}.png"
     with writing(path):
-        folder.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
         picture.save(path)
     return path
 
