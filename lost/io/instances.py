@@ -231,3 +231,32 @@ def read_mask_results(path: Path | str) -> list[dict[str, Any]]:
             raise LostError(f"{path}: detection {number} lacks image_id or score; {fix}")
         rle_size(path, {"id": number, **result})
     return results
+
+
+def pseudo_class_categories(num_clusters: int) -> list[dict[str, Any]]:
+    """The categories of clustered instances: ``cluster_0`` ... as ids 1 ... K."""
+    return [{"id": k + 1, "name": f"cluster_{k}", "supercategory": "object"} for k in range(num_clusters)]
+
+
+def relabelled_instances(instances: InstanceFile, labels: dict[str, list[tuple[np.ndarray, int]]], num_clusters: int) -> dict[str, Any]:
+    """The instance file's content with each annotation in the pseudo-class of its box.
+
+    labels: file_name -> (box ``[x1, y1, x2, y2]``, cluster) of each clustered box of that image;
+    an annotation takes the cluster of the first unused box of its image equal to its ``bbox``
+    (the mask's box). LostError when one has none: the masks are not those of the predictions.
+    """
+    unused = {name: list(entries) for name, entries in labels.items()}
+    annotations = []
+    for annotation in instances.annotations:
+        file_name = str(instances.images[annotation["image_id"]].get("file_name"))
+        x, y, w, h = annotation["bbox"]
+        candidates = unused.get(file_name, [])
+        match = next((k for k, (box, _) in enumerate(candidates) if np.array_equal(np.asarray(box, dtype=np.float64), [x, y, x + w, y + h])), None)
+        if match is None:
+            raise LostError(
+                f"{instances.path}: annotation {annotation.get('id')} of {file_name} matches no clustered box; "
+                "a mask file from another run: pass the instances.json written beside --pred_file"
+            )
+        annotations.append({**annotation, "category_id": candidates.pop(match)[1] + 1})
+    images = list(instances.images.values())
+    return {"categories": pseudo_class_categories(num_clusters), "images": images, "annotations": annotations}
