@@ -42,7 +42,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--datasets_root", type=Path, default=Path("datasets"), help="folder holding VOC2007/, COCO/, ..."
     )
-    parser.add_argument("--instances", type=Path, default=None, help="instances.json of the same run: also write it with the pseudo-classes")
+    parser.add_argument(
+        "--instances", type=Path, default=None, help="instances.json of the same run: also write it with the pseudo-classes"
+    )
     parser.add_argument("--nb_clusters", type=int, default=20, help="number of k-means clusters")
     parser.add_argument("--random_seed", type=int, default=123, help="k-means seed")
     parser.add_argument(

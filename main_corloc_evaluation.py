@@ -40,8 +40,8 @@ from pathlib import Path
 from lost.data import datasets
 from lost.errors import LostError, run_cli
 from lost.eval import mask_ap, metrics
-from lost.io.instances import read_instances, read_mask_results
 from lost.eval.predictions import load_predictions, load_scored_predictions
+from lost.io.instances import read_instances, read_mask_results
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -66,7 +66,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--iou_type", default="bbox", choices=["bbox", "segm"], help="with --metric ap: AP of the boxes, or of the masks (segm)"
     )
-    parser.add_argument("--gt_json", default=None, type=Path, help="segm: COCO instances file of the ground-truth masks (instead of --dataset)")
+    parser.add_argument(
+        "--gt_json", default=None, type=Path, help="segm: COCO instances file of the ground-truth masks (not --dataset)"
+    )
     parser.add_argument("--no_hard", action="store_true", help="VOC: drop truncated/difficult objects")
     parser.add_argument(
         "--datasets_root", default=Path("datasets"), type=Path, help="folder holding VOC2007/, COCO/, ..."

@@ -303,7 +303,8 @@ def run(args: argparse.Namespace) -> int:
     evaluated = has_gt and not args.no_evaluation
     write_outputs(run_folder, spec.records, boxes, errors, evaluated, detections)
     if args.save_masks:
-        write_instance_file(run_folder, spec.records, boxes, [mask_journal_name(path) for path in paths], image_root(args), settings.settings())
+        mask_journals = [mask_journal_name(path) for path in paths]
+        write_instance_file(run_folder, spec.records, boxes, mask_journals, image_root(args), settings.settings())
     if evaluated and not args.no_report:
         seconds = time.perf_counter() - started
         write_report(run_folder, spec, boxes, seconds, processed / seconds if processed else None)
@@ -334,7 +335,12 @@ def image_root(args: argparse.Namespace) -> Path | None:
 
 
 def write_instance_file(
-    run_folder: Path, records: list[ImageRecord], boxes: dict[str, np.ndarray], journals: list[Path], root: Path | None, run: dict
+    run_folder: Path,
+    records: list[ImageRecord],
+    boxes: dict[str, np.ndarray],
+    journals: list[Path],
+    root: Path | None,
+    run: dict,
 ) -> None:
     """``instances.json`` from the mask journals, streamed in record order (image id: the 1-based
     position in the records), for the images that have their box."""

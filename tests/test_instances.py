@@ -17,7 +17,7 @@ def planted_masks(height: int, width: int) -> np.ndarray:
     """Three masks of an (H, W) image: a rectangle, a ring with a hole, an empty one."""
     masks = np.zeros((3, height, width), dtype=bool)
     masks[0, 1:4, 2:7] = True
-    masks[1, 3:height - 1, 3:width - 1] = True
+    masks[1, 3 : height - 1, 3 : width - 1] = True
     masks[1, 5:7, 5:7] = False
     return masks
 
@@ -50,7 +50,10 @@ def test_rle_round_trips_at_odd_and_swapped_sizes_with_str_counts():
 def test_the_written_file_loads_in_pycocotools_and_annToMask_gives_back_each_mask(tmp_path):
     masks = write_two_images(tmp_path / "instances.json")
     coco = quiet_coco(tmp_path / "instances.json")
-    assert [(image["file_name"], image["height"], image["width"]) for image in coco.dataset["images"]] == [("a/x.jpg", 9, 13), ("b/y.jpg", 13, 9)]
+    assert [(image["file_name"], image["height"], image["width"]) for image in coco.dataset["images"]] == [
+        ("a/x.jpg", 9, 13),
+        ("b/y.jpg", 13, 9),
+    ]
     assert coco.dataset["categories"] == [{"id": 1, "name": "object", "supercategory": "object"}]
     annotations = coco.loadAnns(coco.getAnnIds(imgIds=[1]))
     assert coco.getAnnIds(imgIds=[2]) == [], "an image whose masks are all empty has no annotation"
@@ -81,7 +84,15 @@ def cutler_style_file(path: Path, masks: np.ndarray) -> None:
     """An instance file as CutLER's maskcut.py writes it: width and height swapped in images, no score."""
     height, width = masks.shape[1:]
     annotations = [
-        {"id": k + 1, "image_id": 1, "category_id": 1, "iscrowd": 0, "segmentation": rle, "width": width, "height": height}
+        {
+            "id": k + 1,
+            "image_id": 1,
+            "category_id": 1,
+            "iscrowd": 0,
+            "segmentation": rle,
+            "width": width,
+            "height": height,
+        }
         for k, rle in enumerate(encode_masks(masks))
     ]
     images = [{"id": 1, "file_name": "n01/n01_1.JPEG", "width": height, "height": width}]
@@ -99,9 +110,24 @@ def test_cutlers_swapped_width_and_height_are_read_by_the_rle_size(tmp_path):
 @pytest.mark.parametrize(
     "content, problem",
     [
-        ({"images": [{"id": 1, "file_name": "x", "height": 9, "width": 13}], "annotations": [{"id": 1, "image_id": 1, "bbox": [0, 0, 1, 1]}]}, "has no RLE mask"),
-        ({"images": [{"id": 1, "file_name": "x", "height": 10, "width": 13}], "annotations": [{"id": 7, "image_id": 1, "segmentation": {"size": [9, 13], "counts": "a"}}]}, r"annotation 7 has an RLE of size \[9, 13\] but its image x is \[H, W\] = \[10, 13\]"),
-        ({"images": [], "annotations": [{"id": 1, "image_id": 3, "segmentation": {"size": [9, 13], "counts": "a"}}]}, "refers to image 3, which is not in its images"),
+        (
+            {
+                "images": [{"id": 1, "file_name": "x", "height": 9, "width": 13}],
+                "annotations": [{"id": 1, "image_id": 1, "bbox": [0, 0, 1, 1]}],
+            },
+            "has no RLE mask",
+        ),
+        (
+            {
+                "images": [{"id": 1, "file_name": "x", "height": 10, "width": 13}],
+                "annotations": [{"id": 7, "image_id": 1, "segmentation": {"size": [9, 13], "counts": "a"}}],
+            },
+            r"annotation 7 has an RLE of size \[9, 13\] but its image x is \[H, W\] = \[10, 13\]",
+        ),
+        (
+            {"images": [], "annotations": [{"id": 1, "image_id": 3, "segmentation": {"size": [9, 13], "counts": "a"}}]},
+            "refers to image 3, which is not in its images",
+        ),
         ([1, 2], "not a COCO instance file"),
     ],
 )

@@ -34,13 +34,25 @@ AR100, AR1 = (3 * 1.0 + 7 * 0.5) / 10, 0.5
 
 
 def write_ground_truth(path: Path, with_masks: bool = True) -> None:
-    images = [{"id": 10, "file_name": "photo.jpg", "height": HEIGHT, "width": WIDTH}, {"id": 11, "file_name": "empty.jpg", "height": 8, "width": 9}]
+    images = [
+        {"id": 10, "file_name": "photo.jpg", "height": HEIGHT, "width": WIDTH},
+        {"id": 11, "file_name": "empty.jpg", "height": 8, "width": 9},
+    ]
     annotations = []
     for number, (mask, category) in enumerate(((GT_A, 3), (GT_B, 7)), start=1):
         rows, cols = np.nonzero(mask)
         annotation = {
-            "id": number, "image_id": 10, "category_id": category, "iscrowd": 0, "area": int(mask.sum()),
-            "bbox": [float(cols.min()), float(rows.min()), float(cols.max() + 1 - cols.min()), float(rows.max() + 1 - rows.min())],
+            "id": number,
+            "image_id": 10,
+            "category_id": category,
+            "iscrowd": 0,
+            "area": int(mask.sum()),
+            "bbox": [
+                float(cols.min()),
+                float(rows.min()),
+                float(cols.max() + 1 - cols.min()),
+                float(rows.max() + 1 - rows.min()),
+            ],
         }
         if with_masks:
             annotation["segmentation"] = encode_masks(mask[None])[0]
@@ -60,13 +72,17 @@ def evaluate(*args: str) -> int:
 
 
 def printed_metrics(out: str) -> dict[str, float]:
-    return {line.split(": ")[0]: float(line.split(": ")[1]) for line in out.splitlines() if line.startswith(("AP", "AR"))}
+    return {
+        line.split(": ")[0]: float(line.split(": ")[1]) for line in out.splitlines() if line.startswith(("AP", "AR"))
+    }
 
 
 def assert_hand_ap(out: str) -> None:
     values = printed_metrics(out)
     expected = {"AP50": AP50, "AP75": AP75, "AP": AP, "AR@1": AR1, "AR@100": AR100}
-    assert {name: values[name] for name in expected} == {name: round(100 * value, 2) for name, value in expected.items()}
+    assert {name: values[name] for name in expected} == {
+        name: round(100 * value, 2) for name, value in expected.items()
+    }
     assert "images: 2, objects: 2" in out
 
 
@@ -82,11 +98,24 @@ def test_mask_ap_of_an_instance_file_is_the_hand_computed_one(tmp_path, capsys):
 def test_a_detectors_results_with_masks_give_the_same_ap(tmp_path, capsys):
     write_ground_truth(tmp_path / "gt.json")
     results = [
-        {"image_id": 10, "category_id": 5, "segmentation": encode_masks(mask[None])[0], "score": score, "bbox": [0, 0, 1, 1]}
+        {
+            "image_id": 10,
+            "category_id": 5,
+            "segmentation": encode_masks(mask[None])[0],
+            "score": score,
+            "bbox": [0, 0, 1, 1],
+        }
         for mask, score in PREDICTIONS
     ]
     (tmp_path / "coco_instances_results.json").write_text(json.dumps(results))
-    args = ("--gt_json", str(tmp_path / "gt.json"), "--type_pred", "detectron", "--pred_file", str(tmp_path / "coco_instances_results.json"))
+    args = (
+        "--gt_json",
+        str(tmp_path / "gt.json"),
+        "--type_pred",
+        "detectron",
+        "--pred_file",
+        str(tmp_path / "coco_instances_results.json"),
+    )
     assert evaluate(*args) == 0
     assert_hand_ap(capsys.readouterr().out)
 
@@ -120,7 +149,14 @@ def test_ground_truth_without_masks_is_one_line(tmp_path, capsys):
 def test_coco20k_annotations_without_masks_are_one_line(tmp_path, capsys):
     make_coco_tree(tmp_path / "datasets")
     write_predictions(tmp_path / "instances.json")
-    args = ("--dataset", "COCO20k", "--datasets_root", str(tmp_path / "datasets"), "--pred_file", str(tmp_path / "instances.json"))
+    args = (
+        "--dataset",
+        "COCO20k",
+        "--datasets_root",
+        str(tmp_path / "datasets"),
+        "--pred_file",
+        str(tmp_path / "instances.json"),
+    )
     assert evaluate(*args) == 2
     assert_one_error_line(capsys, "instances_train2014.json: ground truth without masks")
 
@@ -136,12 +172,19 @@ def test_a_mask_file_of_another_data_set_is_one_line(tmp_path, capsys):
     write_ground_truth(tmp_path / "gt.json")
     write_predictions(tmp_path / "instances.json", file_name="elsewhere.jpg")
     assert evaluate("--gt_json", str(tmp_path / "gt.json"), "--pred_file", str(tmp_path / "instances.json")) == 2
-    assert_one_error_line(capsys, "none of its 1 images is in the ground truth", "a mask file from another run or data set")
+    assert_one_error_line(
+        capsys, "none of its 1 images is in the ground truth", "a mask file from another run or data set"
+    )
 
 
-@pytest.mark.parametrize("args, problem", [(("--metric", "corloc"), "add --metric ap"), (("--dataset", "VOC07"), "ground truth without masks")])
+@pytest.mark.parametrize(
+    "args, problem",
+    [(("--metric", "corloc"), "add --metric ap"), (("--dataset", "VOC07"), "ground truth without masks")],
+)
 def test_segm_needs_ap_and_masks_in_the_ground_truth(tmp_path, capsys, args, problem):
     write_predictions(tmp_path / "instances.json")
-    code = main_corloc_evaluation.main(["--metric", "ap", "--iou_type", "segm", *args, "--pred_file", str(tmp_path / "instances.json")])
+    code = main_corloc_evaluation.main(
+        ["--metric", "ap", "--iou_type", "segm", *args, "--pred_file", str(tmp_path / "instances.json")]
+    )
     assert code == 2
     assert_one_error_line(capsys, problem)

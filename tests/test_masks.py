@@ -12,7 +12,15 @@ from lost.backbones import FeatureExtractor
 from lost.data.datasets import single_image_records
 from lost.data.images import load_rgb, rescale_box
 from lost.engine.discovery import DiscoveryConfig, discover
-from lost.geometry import largest_component, mask_box, masks_boxes, patch_masks_to_pixels, pixel_cells, resize_masks, seed_component
+from lost.geometry import (
+    largest_component,
+    mask_box,
+    masks_boxes,
+    patch_masks_to_pixels,
+    pixel_cells,
+    resize_masks,
+    seed_component,
+)
 from lost.methods import METHODS
 from lost.viz.pictures import RANK_COLORS, masks_picture
 
@@ -62,17 +70,26 @@ def test_masks_resized_by_hand_and_their_box_is_the_rescaled_box():
     expected[:2, 2:5] = True
     expected[2:, 5:] = True
     assert resized[0].tolist() == expected.tolist()
-    assert masks_boxes(resized)[0].tolist() == [[2, 0, 7, 5]] == [rescale_box(np.array([1, 0, 3, 2]), (2, 3), (5, 7)).tolist()]
+    assert (
+        masks_boxes(resized)[0].tolist()
+        == [[2, 0, 7, 5]]
+        == [rescale_box(np.array([1, 0, 3, 2]), (2, 3), (5, 7)).tolist()]
+    )
 
 
-@pytest.mark.parametrize("decoded, original", [((7, 5), (13, 11)), ((5, 7), (11, 13)), ((24, 32), (48, 64)), ((17, 9), (33, 17)), ((6, 6), (6, 6))])
+@pytest.mark.parametrize(
+    "decoded, original",
+    [((7, 5), (13, 11)), ((5, 7), (11, 13)), ((24, 32), (48, 64)), ((17, 9), (33, 17)), ((6, 6), (6, 6))],
+)
 def test_the_box_of_a_resized_mask_is_its_rescaled_box_at_odd_and_swapped_sizes(decoded, original):
     rng = np.random.default_rng(sum(decoded))
     masks = np.zeros((40, *decoded), dtype=bool)
     for mask in masks:
         y1, y2 = sorted(rng.integers(0, decoded[0] + 1, 2))
         x1, x2 = sorted(rng.integers(0, decoded[1] + 1, 2))
-        mask[y1 : max(y2, y1 + 1), x1 : max(x2, x1 + 1)] = rng.random((max(y2, y1 + 1) - y1, max(x2, x1 + 1) - x1)) < 0.7
+        mask[y1 : max(y2, y1 + 1), x1 : max(x2, x1 + 1)] = (
+            rng.random((max(y2, y1 + 1) - y1, max(x2, x1 + 1) - x1)) < 0.7
+        )
     masks = masks[masks.reshape(len(masks), -1).any(axis=1)]
     boxes, _ = masks_boxes(masks)
     resized_boxes, empty = masks_boxes(resize_masks(masks, original))
@@ -87,11 +104,18 @@ def test_an_empty_mask_is_flagged_and_has_a_zero_box():
 
 @pytest.mark.parametrize("max_size", [None, 40])
 @pytest.mark.parametrize("method", list(METHODS))
-def test_every_method_gives_masks_in_original_pixels_whose_boxes_are_its_boxes(vit_extractor, mixed_images, tmp_path, method, max_size):
+def test_every_method_gives_masks_in_original_pixels_whose_boxes_are_its_boxes(
+    vit_extractor, mixed_images, tmp_path, method, max_size
+):
     params = method_params(method, tmp_path, vit_extractor.model.embed_dim)
     records = single_image_records(mixed_images)
     with_masks = DiscoveryConfig(method=method, params=params, batch_size=4, max_size=max_size, masks=True)
-    without = {item.index: item for item in discover(vit_extractor, records, DiscoveryConfig(method=method, params=params, batch_size=4, max_size=max_size))}
+    without = {
+        item.index: item
+        for item in discover(
+            vit_extractor, records, DiscoveryConfig(method=method, params=params, batch_size=4, max_size=max_size)
+        )
+    }
     for item in discover(vit_extractor, records, with_masks):
         original = load_rgb(records[item.index].path)
         assert item.masks.shape == (len(item.boxes), original.height, original.width)
@@ -128,8 +152,13 @@ def test_a_mask_postprocessing_sees_the_decoded_image_and_its_masks_give_the_box
         refined[0, top] = masks[0, top]
         return refined
 
-    config = DiscoveryConfig(method="maskcut", batch_size=4, max_size=40, mask_postprocess=keep_the_top_row_of_the_first_and_empty_the_rest)
-    plain = {item.index: item for item in discover(vit_extractor, records, DiscoveryConfig(method="maskcut", batch_size=4, max_size=40))}
+    config = DiscoveryConfig(
+        method="maskcut", batch_size=4, max_size=40, mask_postprocess=keep_the_top_row_of_the_first_and_empty_the_rest
+    )
+    plain = {
+        item.index: item
+        for item in discover(vit_extractor, records, DiscoveryConfig(method="maskcut", batch_size=4, max_size=40))
+    }
     for item in discover(vit_extractor, records, config):
         boxes, empty = masks_boxes(item.masks)
         assert not empty[0] and item.boxes[0].tolist() == boxes[0].tolist()
@@ -148,4 +177,3 @@ def test_the_masks_picture_paints_each_object_in_its_rank_colour():
     picture = np.asarray(masks_picture(image, masks, np.array([0.9, 0.5]), alpha=1.0))
     assert picture[19, 29].tolist() == list(RANK_COLORS[0]) and picture[4, 4].tolist() == list(RANK_COLORS[1])
     assert picture[15, 5].tolist() == [100, 100, 100], "outside every mask the image is unchanged"
-

@@ -34,9 +34,24 @@ def image_tree(tmp_path_factory) -> Path:
 
 def command(tree: Path, output: Path, checkpoint: Path, *extra: str) -> list[str]:
     return [
-        "--image_path", str(tree), "--arch", "vit_tiny", "--pretrained_weights", str(checkpoint),
-        "--output_dir", str(output), "--device", "cpu", "--num_workers", "0", "--method", "maskcut",
-        "--max_size", "40", "--save_masks", *extra,
+        "--image_path",
+        str(tree),
+        "--arch",
+        "vit_tiny",
+        "--pretrained_weights",
+        str(checkpoint),
+        "--output_dir",
+        str(output),
+        "--device",
+        "cpu",
+        "--num_workers",
+        "0",
+        "--method",
+        "maskcut",
+        "--max_size",
+        "40",
+        "--save_masks",
+        *extra,
     ]
 
 
@@ -59,7 +74,12 @@ def one_process(image_tree, vit_tiny_checkpoint, tmp_path_factory) -> Path:
 def test_a_tree_is_read_recursively_in_path_order_with_names_relative_to_its_root(one_process):
     images = json.loads(one_process.read_text())["images"]
     assert [image["file_name"] for image in images] == [
-        "000000.jpg", "n01/000000.jpg", "n01/000001.jpg", "n02/a/000000.jpg", "n02/b/000000.jpg", "n02/b/000001.jpg",
+        "000000.jpg",
+        "n01/000000.jpg",
+        "n01/000001.jpg",
+        "n02/a/000000.jpg",
+        "n02/b/000000.jpg",
+        "n02/b/000001.jpg",
     ]
     assert [image["id"] for image in images] == [1, 2, 3, 4, 5, 6]
 
@@ -81,7 +101,9 @@ def test_instances_have_true_sizes_and_masks_whose_boxes_are_the_predicted_boxes
             assert [x, y, x + w, y + h] == box.tolist()
 
 
-def test_a_run_resumes_its_masks_after_a_kill_and_adds_them_to_a_run_without_masks(one_process, image_tree, vit_tiny_checkpoint, tmp_path):
+def test_a_run_resumes_its_masks_after_a_kill_and_adds_them_to_a_run_without_masks(
+    one_process, image_tree, vit_tiny_checkpoint, tmp_path
+):
     assert main_lost.main(command(image_tree, tmp_path, vit_tiny_checkpoint)[:-1]) == 0, "first without --save_masks"
     folder = run_folder(tmp_path)
     assert not (folder / "instances.json").exists()
@@ -112,8 +134,12 @@ def test_visualize_masks_draws_one_picture_per_image_of_a_tree_in_its_folder(ima
     folder = tmp_path / "train" / "visualizations" / "TokenCut-vit_tiny16_k"
     pictures = sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*.png"))
     assert pictures == [
-        "000000_masks.png", "n01/000000_masks.png", "n01/000001_masks.png", "n02/a/000000_masks.png",
-        "n02/b/000000_masks.png", "n02/b/000001_masks.png",
+        "000000_masks.png",
+        "n01/000000_masks.png",
+        "n01/000001_masks.png",
+        "n02/a/000000_masks.png",
+        "n02/b/000000_masks.png",
+        "n02/b/000001_masks.png",
     ], "images of the tree keep their folders"
 
 
@@ -129,18 +155,40 @@ def script_command(tree: Path, output: Path, checkpoint: Path) -> list[str]:
 
 def test_torchrun_shards_give_the_one_process_file(one_process, image_tree, vit_tiny_checkpoint, tmp_path):
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    subprocess.run([*launcher, *script_command(image_tree, tmp_path, vit_tiny_checkpoint)], check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [*launcher, *script_command(image_tree, tmp_path, vit_tiny_checkpoint)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     assert (run_folder(tmp_path) / "instances.json").read_bytes() == one_process.read_bytes()
 
 
-def test_two_nodes_of_a_multi_node_rendezvous_give_the_one_process_file(one_process, image_tree, vit_tiny_checkpoint, tmp_path):
+def test_two_nodes_of_a_multi_node_rendezvous_give_the_one_process_file(
+    one_process, image_tree, vit_tiny_checkpoint, tmp_path
+):
     endpoint = f"localhost:{free_port()}"
     launcher = [
-        sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
-        "--rdzv_backend", "c10d", "--rdzv_endpoint", endpoint, "--rdzv_id", "lost-masks",
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes",
+        "2",
+        "--nproc_per_node",
+        "1",
+        "--rdzv_backend",
+        "c10d",
+        "--rdzv_endpoint",
+        endpoint,
+        "--rdzv_id",
+        "lost-masks",
     ]
     nodes = [
-        subprocess.Popen([*launcher, *script_command(image_tree, tmp_path, vit_tiny_checkpoint)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        subprocess.Popen(
+            [*launcher, *script_command(image_tree, tmp_path, vit_tiny_checkpoint)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
         for _ in range(2)
     ]
     outputs = [node.communicate(timeout=300)[0].decode() for node in nodes]

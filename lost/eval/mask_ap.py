@@ -71,9 +71,15 @@ def instance_detections(predictions: InstanceFile, gt_images: list[dict]) -> lis
 def result_detections(path: Path, results: list[dict], gt_images: list[dict]) -> list[dict]:
     """A detector's results on the ground-truth images, matched by ``image_id``."""
     ids = {canonical_image_id(image["id"]): image["id"] for image in gt_images}
-    detections = [{**result, "image_id": ids[canonical_image_id(result["image_id"])]} for result in results if canonical_image_id(result["image_id"]) in ids]
+    detections = [
+        {**result, "image_id": ids[canonical_image_id(result["image_id"])]}
+        for result in results
+        if canonical_image_id(result["image_id"]) in ids
+    ]
     if results and not detections:
-        raise LostError(f"{path}: none of its image_ids is in the ground truth; a results file of another data set: check --gt_json")
+        raise LostError(
+            f"{path}: none of its image_ids is in the ground truth; a results file of another data set: check --gt_json"
+        )
     return detections
 
 

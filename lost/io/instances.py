@@ -177,8 +177,14 @@ def read_instances(path: Path | str) -> InstanceFile:
     takes the size of its RLEs. LostError naming the file for anything else.
     """
     path = Path(path)
-    content = read_json(path, "pass the instances.json written by main_lost.py --save_masks (or CutLER's)", "instance file")
-    if not isinstance(content, dict) or not isinstance(content.get("images"), list) or not isinstance(content.get("annotations"), list):
+    content = read_json(
+        path, "pass the instances.json written by main_lost.py --save_masks (or CutLER's)", "instance file"
+    )
+    if (
+        not isinstance(content, dict)
+        or not isinstance(content.get("images"), list)
+        or not isinstance(content.get("annotations"), list)
+    ):
         raise LostError(f"{path}: not a COCO instance file (no images and annotations lists); pass an instances.json")
     try:
         images = {int(image["id"]): dict(image) for image in content["images"]}
@@ -207,7 +213,9 @@ def check_annotation_mask(path: Path, annotation: Any, images: dict[int, dict[st
     height, width = rle_size(path, annotation)
     image = images.get(annotation.get("image_id"))
     if image is None:
-        raise LostError(f"{path}: annotation {annotation.get('id')} refers to image {annotation.get('image_id')}, which is not in its images")
+        raise LostError(
+            f"{path}: annotation {annotation.get('id')} refers to image {annotation.get('image_id')}, which is not in its images"
+        )
     listed = (image.get("height"), image.get("width"))
     if listed == (width, height) and listed != (height, width):
         image["height"], image["width"] = height, width
@@ -238,7 +246,9 @@ def pseudo_class_categories(num_clusters: int) -> list[dict[str, Any]]:
     return [{"id": k + 1, "name": f"cluster_{k}", "supercategory": "object"} for k in range(num_clusters)]
 
 
-def relabelled_instances(instances: InstanceFile, labels: dict[str, list[tuple[np.ndarray, int]]], num_clusters: int) -> dict[str, Any]:
+def relabelled_instances(
+    instances: InstanceFile, labels: dict[str, list[tuple[np.ndarray, int]]], num_clusters: int
+) -> dict[str, Any]:
     """The instance file's content with each annotation in the pseudo-class of its box.
 
     labels: file_name -> (box ``[x1, y1, x2, y2]``, cluster) of each clustered box of that image;
@@ -251,7 +261,14 @@ def relabelled_instances(instances: InstanceFile, labels: dict[str, list[tuple[n
         file_name = str(instances.images[annotation["image_id"]].get("file_name"))
         x, y, w, h = annotation["bbox"]
         candidates = unused.get(file_name, [])
-        match = next((k for k, (box, _) in enumerate(candidates) if np.array_equal(np.asarray(box, dtype=np.float64), [x, y, x + w, y + h])), None)
+        match = next(
+            (
+                k
+                for k, (box, _) in enumerate(candidates)
+                if np.array_equal(np.asarray(box, dtype=np.float64), [x, y, x + w, y + h])
+            ),
+            None,
+        )
         if match is None:
             raise LostError(
                 f"{instances.path}: annotation {annotation.get('id')} of {file_name} matches no clustered box; "

@@ -29,13 +29,19 @@ from lost.io.instances import encode_masks
 
 def mask_journal_name(box_journal: Path) -> Path:
     """``masks.jsonl`` beside ``journal.jsonl``, ``masks.rank0-of-2.jsonl`` beside ``journal.rank0-of-2.jsonl``."""
-    return box_journal.with_name("masks" + box_journal.name[len("journal"):])
+    return box_journal.with_name("masks" + box_journal.name[len("journal") :])
 
 
 def mask_line(name: str, masks: np.ndarray, scores: np.ndarray) -> dict[str, Any]:
     """The journal line of one image: masks (K, H, W) bool in original pixels, scores (K,)."""
     height, width = masks.shape[1:]
-    return {"name": name, "height": int(height), "width": int(width), "masks": encode_masks(masks), "scores": [float(v) for v in scores]}
+    return {
+        "name": name,
+        "height": int(height),
+        "width": int(width),
+        "masks": encode_masks(masks),
+        "scores": [float(v) for v in scores],
+    }
 
 
 def complete_lines(path: Path, repair: bool) -> Iterator[tuple[int, bytes]]:

@@ -34,9 +34,9 @@ from lost.methods.tokencut import TokenCutParams, discover_tokencut, tokencut_fo
 from lost.viz.method_pictures import (
     box_picture,
     found_mask_picture,
-    masks_picture,
     lost_feature_maps_picture,
     lost_seed_expansion_picture,
+    masks_picture,
     ranked_boxes_picture,
     seed_pred_picture,
     tokencut_cut_picture,
