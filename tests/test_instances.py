@@ -36,6 +36,7 @@ def write_two_images(path: Path) -> dict[str, np.ndarray]:
     ]
     summary = write_instances(path, lambda: iter(images), {"run": {"method": "test"}})
     assert (summary.images, summary.annotations, summary.empty_masks, summary.empty_images) == (2, 2, 2, 1)
+    assert summary.line(path) == f"Masks saved at {path} (2 images, 2 masks; 1 images have only empty masks (no annotation))"
     return {"a/x.jpg": first, "b/y.jpg": second}
 
 
@@ -143,3 +144,24 @@ def test_writing_a_mask_of_another_size_than_its_image_is_an_error_naming_the_im
     with pytest.raises(LostError, match=r"a/x.jpg: a mask of size \[9, 13\] for an image of \[H, W\] = \[9, 12\]"):
         write_instances(tmp_path / "instances.json", lambda: iter([image]), {})
     assert not (tmp_path / "instances.json").exists(), "no half-written file is left"
+
+
+def test_annotations_are_cutlers_but_with_a_score_and_images_have_width_w(tmp_path):
+    from published_cutler_json import cutler_annotation_info, cutler_image_info
+
+    masks = planted_masks(9, 13)
+    write_instances(
+        tmp_path / "instances.json", lambda: iter([InstanceImage(1, "a/x.jpg", 9, 13, encode_masks(masks), [0.9, 0.5, 0.2])]), {}
+    )
+    ours = json.loads((tmp_path / "instances.json").read_text())
+    published = [cutler_annotation_info(k + 1, 1, mask) for k, mask in enumerate(masks)]
+    assert published[2] is None, "CutLER skips an empty mask too"
+    for annotation, reference in zip(ours["annotations"], published[:2], strict=True):
+        assert annotation["segmentation"] == {"size": list(reference["segmentation"]["size"]), "counts": reference["segmentation"]["counts"]}
+        assert annotation["bbox"] == reference["bbox"] and annotation["area"] == reference["area"]
+        assert {key: annotation[key] for key in ("id", "image_id", "category_id", "iscrowd")} == {
+            key: reference[key] for key in ("id", "image_id", "category_id", "iscrowd")
+        }
+    reference_image = cutler_image_info(1, "a/x.jpg", 9, 13)
+    assert (reference_image["width"], reference_image["height"]) == (9, 13), "CutLER's swap"
+    assert (ours["images"][0]["width"], ours["images"][0]["height"]) == (13, 9)
