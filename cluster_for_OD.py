@@ -12,6 +12,9 @@ Writes ``<pred_file stem>_clustered_<K>clu.pkl`` (image name -> ``{"pseudo_label
 Predictions of a multi-object method (``--method maskcut``) have several boxes per image: each
 box is cropped and clustered, and the file maps an image to ``{"pseudo_label": (K,) ints,
 "predicted_bb": (K, 4)}``, best box first.
+With ``--instances`` (the ``instances.json`` that ``main_lost.py --save_masks`` wrote beside the
+predictions), it also writes ``<instances stem>_clustered_<K>clu.json``: the same masks, each in
+its box's pseudo-class (categories ``cluster_0`` ... as ids 1 ... K).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from lost import backbones, clustering
 from lost.cli import backbone_spec
 from lost.data import datasets
 from lost.errors import LostError, run_cli
-from lost.io import safe_files
+from lost.io import instances, safe_files
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -40,6 +43,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--datasets_root", type=Path, default=Path("datasets"), help="folder holding VOC2007/, COCO/, ..."
+    )
+    parser.add_argument(
+        "--instances", type=Path, default=None, help="instances.json of the same run: also write it with the pseudo-classes"
     )
     parser.add_argument("--nb_clusters", type=int, default=20, help="number of k-means clusters")
     parser.add_argument("--random_seed", type=int, default=123, help="k-means seed")
@@ -84,6 +90,9 @@ def cluster(args: argparse.Namespace) -> None:
     names, paths, boxes, multi_box = boxes_to_cluster(
         args.pred_file, args.dataset, args.set, args.datasets_root, args.no_hard
     )
+    masks = None if args.instances is None else instances.read_instances(args.instances)
+    if masks is not None:  # a mask file of another run fails before the crops are embedded
+        instances.relabelled_instances(masks, boxes_by_file(paths, boxes, np.zeros(len(boxes), dtype=np.int64)), 1)
     model_id = backbone.model_id()
     patch_size = backbone.entry.patch_sizes[0] if backbone.entry.from_timm else backbone.patch_size
     cache = clustering.features_cache_file(args.pred_file, args.arch, patch_size)
@@ -101,6 +110,27 @@ def cluster(args: argparse.Namespace) -> None:
     sizes = np.bincount(labels, minlength=args.nb_clusters)
     print(f"cluster sizes: {' '.join(str(size) for size in sizes)}")
     print(f"pseudo-labels saved at {out_file}")
+    if masks is not None:
+        write_clustered_instances(masks, paths, boxes, labels, args)
+
+
+def boxes_by_file(paths: list[Path], boxes: np.ndarray, labels: np.ndarray) -> dict[str, list[tuple[np.ndarray, int]]]:
+    """file name -> (box, label) of each clustered box of that image (a data set's instance file
+    names its images by file name)."""
+    by_file: dict[str, list[tuple[np.ndarray, int]]] = {}
+    for path, box, label in zip(paths, boxes, labels, strict=True):
+        by_file.setdefault(Path(path).name, []).append((box, int(label)))
+    return by_file
+
+
+def write_clustered_instances(
+    masks: instances.InstanceFile, paths: list[Path], boxes: np.ndarray, labels: np.ndarray, args: argparse.Namespace
+) -> None:
+    """``<instances stem>_clustered_<K>clu.json``: the masks in their boxes' pseudo-classes."""
+    content = instances.relabelled_instances(masks, boxes_by_file(paths, boxes, labels), args.nb_clusters)
+    out_file = clustering.clustered_file(args.instances, args.nb_clusters, args.random_seed).with_suffix(".json")
+    safe_files.write_json(out_file, content)
+    print(f"clustered masks saved at {out_file}")
 
 
 def main(argv: list[str] | None = None) -> int:

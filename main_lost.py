@@ -10,6 +10,8 @@ A data-set run writes ``<output_dir>/<DATASET>_<SET>/<exp>/`` with ``preds.pkl``
 such as ``--method maskcut`` its boxes, best first, with their scores, see ``safe_files``),
 ``results.txt`` (CorLoc of the top box),
 ``skipped.txt`` (images that could not be read) and the journal that lets a killed run resume.
+With ``--save_masks`` it also writes ``instances.json``, every object's mask as a COCO instance
+file (see ``lost.io.instances``), from the mask journal ``masks.jsonl`` kept beside the boxes'.
 """
 
 from __future__ import annotations
@@ -43,7 +45,9 @@ from lost.data.datasets import DatasetSpec, ImageRecord, load_dataset, single_im
 from lost.engine.discovery import Discovery, DiscoveryConfig, discover_batches
 from lost.errors import LostError, run_cli
 from lost.eval.metrics import CorLocMeter, evaluate_corloc, is_correct_localization
+from lost.io.instances import InstanceImage, write_instances
 from lost.io.journal import Journal, merge_journals
+from lost.io.mask_journal import MaskJournal, mask_index, mask_journal_name, mask_line, read_mask_line
 from lost.io.safe_files import ScoredBoxes, atomic_write, write_predictions, write_scored_predictions
 from lost.methods import METHODS, PICTURE_KINDS, Method, method_entry
 from lost.run_spec import RunSpec, input_identity
@@ -69,7 +73,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run = parser.add_argument_group("run")
     run.add_argument("--output_dir", default="outputs")
     run.add_argument("--no_evaluation", action="store_true", help="do not compute CorLoc")
-    run.add_argument("--visualize", default=None, choices=PICTURE_KINDS, help="write one PNG per image (a kind the method does not draw gives pred)")
+    run.add_argument("--visualize", default=None, choices=PICTURE_KINDS, help="write one PNG per image (a kind the method does not draw gives pred; masks: every object's mask)")
+    run.add_argument("--save_masks", action="store_true", help="also write instances.json: every object's mask as a COCO instance file (RLE)")
     add_engine_flags(run)
     run.add_argument("--overwrite", action="store_true", help="start over instead of resuming an earlier run")
     run.add_argument("--strict", action="store_true", help="exit non-zero when an image had to be skipped")
@@ -161,6 +166,7 @@ def discovery_config(args: argparse.Namespace, spec: RunSpec, device: torch.devi
         num_workers=args.num_workers if args.num_workers is not None else default_workers(device),
         precision=spec.precision,
         max_size=spec.max_size,
+        masks=args.save_masks or args.visualize == "masks",
     )
 
 
@@ -174,31 +180,43 @@ def process_shard(
     visualize_kind: str | None,
     vis_folder: Path | None,
     show_progress: bool,
+    masks: MaskJournal | None = None,
 ) -> int:
-    """Discover the boxes of the records this journal lacks, journaling each batch as it ends,
-    so that a kill loses at most the batch in flight. Returns how many images it processed."""
-    todo = [record for record in records if not journal.is_done(record.name)]
+    """Discover the boxes (and with a mask journal the masks) of the records the journals lack,
+    journaling each batch as it ends, so that a kill loses at most the batch in flight. Returns
+    how many images it processed."""
+    todo = [record for record in records if not is_finished(record.name, journal, masks)]
     meter = evaluated_corloc(records, journal.boxes) if show_corloc else None
     with tqdm(total=len(records), initial=len(records) - len(todo), unit="img", disable=not show_progress) as bar:
         for batch in discover_batches(extractor, todo, config, device):
             finished: dict[str, np.ndarray | ScoredBoxes] = {}
             errors: dict[str, str] = {}
+            mask_lines = []
             for found in batch:
                 record = todo[found.index]
                 if found.error is not None:
                     errors[record.name] = found.error
                     tqdm.write(f"skipped {record.name}: {found.error}")
                     continue
-                finished[record.name] = found.box if found.boxes is None else ScoredBoxes(found.boxes, found.scores)
+                finished[record.name] = ScoredBoxes(found.boxes, found.scores) if found.ranked else found.box
+                if masks is not None:
+                    mask_lines.append(mask_line(record.name, found.masks, found.scores))
                 if meter is not None and record.gt_boxes is not None:
                     meter.update(is_correct_localization(found.box, record.gt_boxes))
                 if visualize_kind is not None and vis_folder is not None:
                     visualize(visualize_kind, config.entry, record, found, vis_folder, config.max_size)
+            if masks is not None:
+                masks.record(mask_lines)
             journal.record(finished, errors)
             bar.update(len(batch))
             if meter is not None and meter.count:
                 bar.set_postfix(corloc=f"{meter.value:.1f}")
     return len(todo)
+
+
+def is_finished(name: str, journal: Journal, masks: MaskJournal | None) -> bool:
+    """Whether an image has its box, and its masks when the run saves them."""
+    return journal.is_done(name) and (masks is None or name in masks.done)
 
 
 def write_outputs(
@@ -254,6 +272,7 @@ def run(args: argparse.Namespace) -> int:
     records = spec.records[shard.rank :: shard.world]
     started = time.perf_counter()
     with Journal(run_folder / shard.journal_name(), settings.settings(), overwrite=args.overwrite or single_file) as journal:
+        masks = MaskJournal(mask_journal_name(journal.path), settings.settings(), args.overwrite or single_file) if args.save_masks else None
         processed = process_shard(
             records,
             journal,
@@ -264,6 +283,7 @@ def run(args: argparse.Namespace) -> int:
             visualize_kind=args.visualize,
             vis_folder=vis_folder,
             show_progress=shard.is_main and not single_file,
+            masks=masks,
         )
     if shard.world > 1:
         dist.barrier()
@@ -279,6 +299,9 @@ def run(args: argparse.Namespace) -> int:
     has_gt = any(record.gt_boxes is not None for record in spec.records)
     evaluated = has_gt and not args.no_evaluation
     write_outputs(run_folder, spec.records, boxes, errors, evaluated, detections)
+    if args.save_masks:
+        mask_journals = [mask_journal_name(path) for path in paths]
+        write_instance_file(run_folder, spec.records, boxes, mask_journals, image_root(args), settings.settings())
     if evaluated and not args.no_report:
         seconds = time.perf_counter() - started
         write_report(run_folder, spec, boxes, seconds, processed / seconds if processed else None)
@@ -288,6 +311,39 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {len(errors.keys() - boxes.keys())} images were skipped (see {run_folder / 'skipped.txt'})", file=sys.stderr)
         return 1
     return 0
+
+
+def image_root(args: argparse.Namespace) -> Path | None:
+    """The folder that ``file_name`` is relative to: ``--image_path`` (a file's folder); None for
+    a data set, whose images are named by their file name (VOC's JPEGImages, COCO's train2014)."""
+    if args.image_path is None:
+        return None
+    path = Path(args.image_path)
+    return path if path.is_dir() else path.parent
+
+
+def write_instance_file(
+    run_folder: Path,
+    records: list[ImageRecord],
+    boxes: dict[str, np.ndarray],
+    journals: list[Path],
+    root: Path | None,
+    run: dict,
+) -> None:
+    """``instances.json`` from the mask journals, streamed in record order (image id: the 1-based
+    position in the records), for the images that have their box."""
+    index = mask_index(journals)
+
+    def images():
+        for position, record in enumerate(records, start=1):
+            if record.name in boxes and record.name in index:
+                line = read_mask_line(index[record.name])
+                file_name = record.path.relative_to(root).as_posix() if root is not None else record.path.name
+                yield InstanceImage(position, file_name, line["height"], line["width"], line["masks"], line["scores"])
+
+    path = run_folder / "instances.json"
+    info = {"description": "LOST: masks of the objects found in each image", "run": run}
+    print(write_instances(path, images, info).line(path))
 
 
 def image_line(

@@ -80,16 +80,16 @@ def cells_to_box(
     return np.asarray(box, dtype=np.float64)
 
 
-def largest_component_cells(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Rows and columns of the largest 4-connected component of a (h, w) bool mask.
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    """The largest 4-connected component of a (h, w) bool mask, as a (h, w) bool mask.
 
     Ties go to the component met first in raster order. An empty mask yields the whole grid.
     """
     labels, count = scipy.ndimage.label(mask)
     if count == 0:
-        return np.nonzero(np.ones_like(mask, dtype=bool))
+        return np.ones_like(mask, dtype=bool)
     sizes = np.bincount(labels.ravel())[1:]
-    return np.nonzero(labels == int(np.argmax(sizes)) + 1)
+    return labels == int(np.argmax(sizes)) + 1
 
 
 def as_grid(values: torch.Tensor | np.ndarray, grid: tuple[int, int]) -> np.ndarray:
@@ -97,3 +97,61 @@ def as_grid(values: torch.Tensor | np.ndarray, grid: tuple[int, int]) -> np.ndar
     if isinstance(values, torch.Tensor):
         values = values.detach().cpu().numpy()
     return np.asarray(values).reshape(grid)
+
+
+# ----------------------------------------------------------------------------------------------
+# Masks in pixels
+
+
+def pixel_cells(length: int, cells: int, scale: float) -> np.ndarray:
+    """(length,) int64: the cell (row or column of the grid) holding each pixel along one side.
+
+    Cell ``c`` starts at pixel ``ceil(c * scale - 1/2)`` (``c * scale`` for an int scale, a
+    ViT's patch size): the first pixel whose centre lies in it, the edges that
+    :func:`masks_boxes` of the pixel mask gives back for the box of the cells.
+    """
+    if isinstance(scale, int):
+        return np.minimum(np.arange(length) // scale, cells - 1)
+    starts = np.ceil(float(scale) * np.arange(cells + 1) - 0.5)
+    return np.clip(np.searchsorted(starts, np.arange(length), side="right") - 1, 0, cells - 1)
+
+
+def patch_masks_to_pixels(patch_masks: np.ndarray, scales: tuple[float, float], image_size: tuple[int, int]) -> np.ndarray:
+    """(K, h, w) bool patch masks -> (K, H, W) bool masks of the unpadded (H, W) image, each
+    pixel taking the value of its cell (:func:`pixel_cells`); cells past the image are cut off.
+
+    For an int scale the mask's box (:func:`masks_boxes`) is the cells' box of :func:`mask_box`;
+    for a float scale (CNN features) it is that box with each edge at ``ceil(edge - 1/2)``.
+    """
+    patch_masks = np.asarray(patch_masks, dtype=bool)
+    rows = pixel_cells(image_size[0], patch_masks.shape[1], scales[0])
+    cols = pixel_cells(image_size[1], patch_masks.shape[2], scales[1])
+    return patch_masks[:, rows][:, :, cols]
+
+
+def resize_masks(masks: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(K, H, W) bool masks -> (K, H', W') bool at (H', W') ``size``, nearest neighbour with
+    half-pixel centres: pixel ``Y`` reads pixel ``floor((Y + 1/2) H / H')`` (exact integers).
+
+    When no side shrinks (the decoded image to its original), every source pixel is read, and the
+    masks' boxes are ``data.images.rescale_box`` of their boxes.
+    """
+    height, width = masks.shape[1:]
+    if (height, width) == tuple(size):
+        return masks
+    rows = (2 * np.arange(size[0]) + 1) * height // (2 * size[0])
+    cols = (2 * np.arange(size[1]) + 1) * width // (2 * size[1])
+    return masks[:, rows][:, :, cols]
+
+
+def masks_boxes(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes of (K, H, W) bool masks: ``(boxes (K, 4) int64 [x1, y1, x2, y2], x2/y2 exclusive,
+    empty (K,) bool)``; an empty mask's box is all zeros."""
+    rows = masks.any(axis=2)
+    cols = masks.any(axis=1)
+    empty = ~rows.any(axis=1)
+    boxes = np.zeros((len(masks), 4), dtype=np.int64)
+    for index in np.flatnonzero(~empty):
+        ys, xs = np.flatnonzero(rows[index]), np.flatnonzero(cols[index])
+        boxes[index] = [xs[0], ys[0], xs[-1] + 1, ys[-1] + 1]
+    return boxes, empty

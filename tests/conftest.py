@@ -22,6 +22,7 @@ from PIL import Image
 from planted_squares import crafted_vit_tiny, planted_square
 
 from lost.backbones import DinoVisionTransformer, build_model
+from lost.methods import METHODS
 
 T = TypeVar("T")
 
@@ -113,3 +114,13 @@ def square_images(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for index in range(8):
         planted_square(rng)[0].save(folder / f"{index:03d}.png")
     return folder
+
+
+def method_params_for_tests(method: str, tmp_path: Path, embed_dim: int):
+    """Each method's parameters, with a random FOUND/PEEKABOO head of the test model's width."""
+    if method in ("found", "peekaboo"):
+        torch.manual_seed(4)
+        head = tmp_path / "head.pt"
+        torch.save({"decoder": torch.nn.Conv2d(embed_dim, 1, kernel_size=1).state_dict()}, head)
+        return METHODS[method].params(weights=str(head))
+    return METHODS[method].params(**({"head": 1} if method == "dinoseg" else {}))

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TEST_DEVICE, needs_cuda, tiny_vit
+from conftest import TEST_DEVICE, method_params_for_tests, needs_cuda, tiny_vit
 
 from lost.backbones import FeatureExtractor, build_model
 from lost.data.datasets import single_image_records
@@ -170,16 +170,6 @@ def test_results_stream_one_list_per_same_size_batch(vit_extractor, mixed_images
     assert [[found.index for found in batch] for batch in batches] == list(SizeBucketBatchSampler(sizes, 3))
 
 
-def method_params_for_tests(method: str, tmp_path: Path, embed_dim: int):
-    """Each method's parameters, with a random FOUND/PEEKABOO head of the test model's width."""
-    if method in ("found", "peekaboo"):
-        torch.manual_seed(4)
-        head = tmp_path / "head.pt"
-        torch.save({"decoder": torch.nn.Conv2d(embed_dim, 1, kernel_size=1).state_dict()}, head)
-        return METHODS[method].params(weights=str(head))
-    return METHODS[method].params(**({"head": 1} if method == "dinoseg" else {}))
-
-
 @pytest.mark.parametrize("method", list(METHODS))
 def test_every_method_gives_the_same_boxes_batched_and_one_image_at_a_time(vit_extractor, mixed_images, tmp_path, method):
     params = method_params_for_tests(method, tmp_path, vit_extractor.model.embed_dim)
@@ -195,8 +185,8 @@ def test_every_method_gives_the_same_boxes_batched_and_one_image_at_a_time(vit_e
 
 
 def test_multi_box_results_come_with_every_box_and_score_in_original_pixels(vit_extractor, mixed_images):
-    # max_size 32 scales the 64-pixel images down by 2 (and 50x40 by 1.5625): every box of an
-    # image comes back in its own pixels, like its top box
+    # max_size 32 scales the 64-pixel images down by 2 (and 50x40 to 32x26): every box of an
+    # image comes back in its own pixels, like its top box, each edge e at ceil(e * to / from - 1/2)
     params = METHODS["maskcut"].params(max_objects=3)
     records = single_image_records(mixed_images)
     expected = {}
@@ -206,19 +196,21 @@ def test_multi_box_results_come_with_every_box_and_score_in_original_pixels(vit_
         result = METHODS["maskcut"].discover(vit_extractor.extract(padded, {"feats"}), [(image.height, image.width)], params)[0]
         original = load_rgb(record.path)
         scale = np.array([original.width / image.width, original.height / image.height] * 2)
-        expected[record.name] = (result.boxes * scale, result.scores)
+        expected[record.name] = (np.ceil(result.boxes * scale - 0.5 - 1e-9), result.scores)
     config = DiscoveryConfig(method="maskcut", params=params, batch_size=4, max_size=32)
     found = {records[item.index].name: item for item in discover(vit_extractor, records, config)}
     assert any(len(item.boxes) > 1 for item in found.values()), "some image must have several boxes"
     for name, (boxes, scores) in expected.items():
-        np.testing.assert_allclose(found[name].boxes, boxes, rtol=1e-12)
-        assert found[name].scores.tolist() == scores.tolist()
+        assert found[name].boxes.tolist() == boxes.tolist()
+        assert found[name].scores.tolist() == scores.tolist() and found[name].ranked
         assert found[name].box.tolist() == found[name].boxes[0].tolist()
 
 
-def test_one_box_methods_give_no_boxes_list(vit_extractor, mixed_images):
+def test_one_box_methods_give_one_unranked_box_of_score_1(vit_extractor, mixed_images):
     records = single_image_records(mixed_images)
-    assert all(item.boxes is None and item.scores is None for item in discover(vit_extractor, records, DiscoveryConfig()))
+    for item in discover(vit_extractor, records, DiscoveryConfig()):
+        assert item.boxes.tolist() == [item.box.tolist()] and item.scores.tolist() == [1.0] and not item.ranked
+        assert item.masks is None
 
 
 def test_maskcut_top_box_is_tokencuts_at_the_same_tau_unless_the_corner_rule_fired(vit_extractor, mixed_images):

@@ -172,7 +172,7 @@ def test_found_box_matches_the_published_inference_on_planted_keys_and_random_he
         return
     expected = published_found_box(keys, head.weight, head.bias, grid, 8, image_size)
     assert result.box.tolist() == expected.tolist()
-    assert result.mask.tolist() == (torch.sigmoid(result.scores) > 0.5).tolist()
+    assert result.mask.tolist() == (torch.sigmoid(result.patch_scores) > 0.5).tolist()
 
 
 def test_batch_gives_each_image_its_own_box_and_int_boxes_for_patch_scales():
@@ -480,7 +480,7 @@ def test_found_picture_shows_the_boxed_image_beside_its_foreground_mask():
     image = Image.fromarray(np.full((30, 45, 3), 90, dtype=np.uint8))
     mask = torch.zeros(24, dtype=torch.bool)
     mask[[8, 9]] = True
-    result = found_module.FoundResult(box=mask_box(mask, (4, 6), (8, 8), (30, 45)), mask=mask, scores=mask.float())
+    result = found_module.found_result(mask, mask.float(), (4, 6), (8, 8), (30, 45))
     picture = found_picture(image, result, (4, 6), (8, 8))
     assert picture.size == (2 * 45 + 8, 30)
     right = np.asarray(picture)[:, 45 + 8 :]

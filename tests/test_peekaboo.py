@@ -221,5 +221,5 @@ def test_results_are_founds_so_its_masks_and_pictures_serve_peekaboo(tmp_path):
     logits = torch.tensor([1.0, -1.0, -1.0, 2.0]).reshape(4, 1)
     result = discover(logits, [2.0], 0.5, (2, 2), (16, 16), tmp_path)
     assert isinstance(result, FoundResult) and result.seed is None
-    assert result.scores.tolist() == [2.5, -1.5, -1.5, 4.5]
+    assert result.patch_scores.tolist() == [2.5, -1.5, -1.5, 4.5]
     assert method_entry("peekaboo").pictures == method_entry("found").pictures

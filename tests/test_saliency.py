@@ -251,7 +251,8 @@ def test_tokencut_map_is_the_seeds_component_nearest_to_the_pixels_as_published(
 def found_result(scores: np.ndarray, seed: int | None = None, mask: np.ndarray | None = None) -> FoundResult:
     flat = torch.as_tensor(scores, dtype=torch.float32).reshape(-1)
     patches = flat > 0 if mask is None else torch.as_tensor(mask).reshape(-1)
-    return FoundResult(box=np.zeros(4), mask=patches, scores=flat, seed=seed)
+    grid = np.shape(scores)
+    return FoundResult(box=np.zeros(4), patch_mask=patches.reshape(grid).numpy(), mask=patches, patch_scores=flat, seed=seed)
 
 
 def test_found_head_map_single_is_the_largest_component_and_multi_the_sigmoid_of_the_logits():

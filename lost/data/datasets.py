@@ -88,19 +88,25 @@ class DatasetSpec:
 
 
 def single_image_records(path: Path | str) -> list[ImageRecord]:
-    """One record per image: `path` is an image file or a folder of images (sorted by name).
+    """One record per image: `path` is an image file, or a folder searched recursively (a tree
+    such as ImageNet's ``train/<class>/<image>.JPEG``), files ordered by their path relative to
+    it, folder by folder (the parts compared in turn, each by its characters).
 
-    Names are file names; `gt_boxes` is None.
+    Names are the paths relative to the folder, with ``/`` (the file name for a file, or for an
+    image directly in the folder); `gt_boxes` is None.
     """
     path = Path(path)
     if path.is_file():
         return [ImageRecord(path.name, path, None)]
     if not path.is_dir():
         raise LostError(f"{path}: no such image file or folder; check --image_path")
-    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    files = sorted(
+        (p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()),
+        key=lambda p: p.relative_to(path).parts,
+    )
     if not files:
-        raise LostError(f"{path}: folder holds no image ({', '.join(IMAGE_EXTENSIONS)}); check --image_path")
-    return [ImageRecord(p.name, p, None) for p in files]
+        raise LostError(f"{path}: folder holds no image ({', '.join(IMAGE_EXTENSIONS)}), nor do its subfolders; check --image_path")
+    return [ImageRecord(p.relative_to(path).as_posix(), p, None) for p in files]
 
 
 def _record_or_skip(skipped: Skipped | None, name: str, reason: str) -> None:
@@ -280,8 +286,13 @@ def _coco_fix(coco_root: Path) -> str:
 def read_coco_instances(coco_root: Path) -> COCO:
     """pycocotools' index (``COCO``) of `coco_root/annotations/instances_train2014.json`, its
     progress prints silenced. Raises LostError for a missing, malformed or non-COCO file."""
-    ann_file = coco_instances_file(coco_root)
-    fix = _coco_fix(coco_root)
+    return read_coco_json(coco_instances_file(coco_root), _coco_fix(coco_root))
+
+
+def read_coco_json(ann_file: Path, fix: str = "pass a COCO instances file (images, annotations, categories)") -> COCO:
+    """pycocotools' index of any COCO instances file, prints silenced; LostError naming the file
+    (and `fix`) for a missing, malformed or non-COCO one."""
+    ann_file = Path(ann_file)
     if not ann_file.is_file():
         raise LostError(f"{ann_file}: file not found; {fix}")
     from pycocotools.coco import COCO

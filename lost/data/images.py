@@ -119,12 +119,20 @@ def capped_size(width: int, height: int, max_size: int | None) -> tuple[int, int
 def rescale_box(box: np.ndarray, from_size: tuple[int, int], to_size: tuple[int, int]) -> np.ndarray:
     """A box ``[x1, y1, x2, y2]`` (x2/y2 exclusive), or boxes ``(K, 4)``, in an image of (H, W)
     ``from_size`` moved to the same image at (H, W) ``to_size``; unchanged (same dtype) when the
-    sizes are equal, else float64 clipped to ``to_size``."""
+    sizes are equal, else int64 pixel edges.
+
+    Each edge ``e`` (first rounded to a pixel edge, ``ceil(e - 1/2)``, when it is a float) goes to
+    ``ceil(e * to / from - 1/2)``, computed in exact integers: the first pixel of the new size
+    whose centre lies past the edge. So the box is the bounding box of its mask resized by
+    ``geometry.resize_masks`` (nearest neighbour with half-pixel centres) to a size no smaller
+    (the decoded image back to its original).
+    """
     if tuple(from_size) == tuple(to_size):
         return box
-    scale_y, scale_x = to_size[0] / from_size[0], to_size[1] / from_size[1]
-    scaled = np.asarray(box, dtype=np.float64) * [scale_x, scale_y, scale_x, scale_y]
-    return np.minimum(scaled, [to_size[1], to_size[0], to_size[1], to_size[0]])
+    edges = np.ceil(np.asarray(box, dtype=np.float64) - 0.5).astype(np.int64)
+    source = np.array([from_size[1], from_size[0]] * 2, dtype=np.int64)
+    target = np.array([to_size[1], to_size[0]] * 2, dtype=np.int64)
+    return -((source - 2 * edges * target) // (2 * source))
 
 
 def _to_rgb8(image: Image.Image) -> Image.Image:
@@ -171,15 +179,21 @@ def multiple_size(width: int, height: int, multiple: int) -> tuple[int, int]:
     return max(multiple, round(width / multiple) * multiple), max(multiple, round(height / multiple) * multiple)
 
 
+def method_view(image: Image.Image, multiple: int, preprocess: str) -> Image.Image:
+    """The image as the method sees it under ``preprocess`` (see :data:`PREPROCESSING`): resized
+    with LANCZOS to multiples of ``multiple`` for ``resize``, unchanged for ``pad``."""
+    if preprocess == "resize":
+        return image.resize(multiple_size(image.width, image.height, multiple), Image.LANCZOS)
+    if preprocess != "pad":
+        raise ValueError(f"unknown preprocessing {preprocess!r}; use one of {PREPROCESSING}")
+    return image
+
+
 def fit_to_grid(image: Image.Image, multiple: int, preprocess: str) -> torch.Tensor:
     """RGB image -> (3, Hp, Wp) normalized tensor fitted to the patch grid by ``preprocess``
     (see :data:`PREPROCESSING`): padded with zeros after normalization, or resized with LANCZOS
     before it."""
-    if preprocess == "resize":
-        return image_to_tensor(image.resize(multiple_size(image.width, image.height, multiple), Image.LANCZOS))
-    if preprocess != "pad":
-        raise ValueError(f"unknown preprocessing {preprocess!r}; use one of {PREPROCESSING}")
-    return pad_to_multiple(image_to_tensor(image), multiple)
+    return pad_to_multiple(image_to_tensor(method_view(image, multiple, preprocess)), multiple)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -221,14 +235,17 @@ def padded_size(
 @dataclass(frozen=True)
 class DecodedImage:
     """One decoded image for the engine: `image (3, Hp, Wp)` normalized and padded (or resized);
-    `size` the (H, W) the method sees it at: decoded, before padding (resized: Hp, Wp); `original_size` the file's own (H, W), larger
-    when `max_size` scaled the image down. `image` is None and `error` set when it failed."""
+    `size` the (H, W) the method sees it at: decoded, before padding (resized: Hp, Wp);
+    `original_size` the file's own (H, W), larger when `max_size` scaled the image down; `pixels`
+    the (H, W, 3) uint8 RGB image the method sees when the dataset keeps them, else None. `image`
+    is None and `error` set when it failed."""
 
     index: int
     image: torch.Tensor | None
     size: tuple[int, int] | None = None
     original_size: tuple[int, int] | None = None
     error: str | None = None
+    pixels: np.ndarray | None = None
 
 
 class ImageFileDataset(torch.utils.data.Dataset):
@@ -237,16 +254,23 @@ class ImageFileDataset(torch.utils.data.Dataset):
     `__getitem__(i)` returns a :class:`DecodedImage`. An image that cannot be read never
     raises (so a DataLoader worker survives): its DecodedImage has `image` None and `error` set
     to the LostError text. `max_size` caps the longer side (see :func:`load_rgb`); `preprocess`
-    fits it to the patch grid (see :data:`PREPROCESSING`).
+    fits it to the patch grid (see :data:`PREPROCESSING`); `keep_pixels` also returns the uint8
+    pixels the method sees (for a mask post-processing).
     """
 
     def __init__(
-        self, records: Sequence[ImageRecord], pad_multiple: int, max_size: int | None = None, preprocess: str = "pad"
+        self,
+        records: Sequence[ImageRecord],
+        pad_multiple: int,
+        max_size: int | None = None,
+        preprocess: str = "pad",
+        keep_pixels: bool = False,
     ) -> None:
         self.records = records
         self.pad_multiple = pad_multiple
         self.max_size = max_size
         self.preprocess = preprocess
+        self.keep_pixels = keep_pixels
 
     def __len__(self) -> int:
         return len(self.records)
@@ -256,6 +280,7 @@ class ImageFileDataset(torch.utils.data.Dataset):
             image, original_size = decode_image(self.records[i].path, self.max_size)
         except LostError as exc:
             return DecodedImage(index=i, image=None, error=str(exc))
-        tensor = fit_to_grid(image, self.pad_multiple, self.preprocess)
-        size = tuple(tensor.shape[1:]) if self.preprocess == "resize" else (image.height, image.width)
-        return DecodedImage(index=i, image=tensor, size=size, original_size=original_size)
+        view = method_view(image, self.pad_multiple, self.preprocess)
+        tensor = pad_to_multiple(image_to_tensor(view), self.pad_multiple)
+        pixels = np.asarray(view, dtype=np.uint8) if self.keep_pixels else None
+        return DecodedImage(i, tensor, (view.height, view.width), original_size, pixels=pixels)

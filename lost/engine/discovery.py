@@ -1,12 +1,19 @@
-"""The discovery engine: images in, boxes out (one per image, or several for a multi-object
-method), as fast as the device allows.
+"""The discovery engine: images in, boxes and masks out (one object per image, or several for a
+multi-object method), as fast as the device allows.
 
 Data flow: image records → worker processes decode, normalize and pad (``ImageFileDataset``) →
 batches of images that share one padded size (``SizeBucketBatchSampler``; padding an image
 further would change its features and so its box) → the backbone up to the features LOST needs
 (``FeatureExtractor``, which computes only what the method needs) → the method of the method
-table on the device (``methods``) → ``Discovery`` records streamed to the caller, which owns
-progress, evaluation and output files.
+table on the device (``methods``) → boxes, and when asked masks, in the original image's pixels
+(:func:`in_original_pixels`, with the one call of a mask post-processing, :func:`postprocess`) →
+``Discovery`` records streamed to the caller, which owns progress, evaluation and output files.
+
+Masks and boxes agree: a method's patch masks ``(K, h, w)`` become pixel masks of the decoded
+image (``geometry.patch_masks_to_pixels``), then of the original one (``geometry.resize_masks``),
+and its boxes follow the same rule (``data.images.rescale_box``), so that each box is its mask's
+bounding box (x2/y2 exclusive; exactly for a ViT, and for a CNN once ``--max_size`` rescaled the
+image). A post-processed mask gives its own box; one left empty keeps the method's box.
 
 Nothing per image is kept here: the caller consumes the stream, so memory stays flat over a run.
 """
@@ -28,12 +35,17 @@ from lost.backbones import FeatureExtractor
 from lost.data.datasets import ImageRecord
 from lost.data.images import DecodedImage, ImageFileDataset, padded_size, rescale_box
 from lost.errors import LostError
+from lost.geometry import masks_boxes, patch_masks_to_pixels, resize_masks
 from lost.methods import Method, method_entry
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 DEFAULT_MEMORY_BUDGET = 2 << 30
 """Bytes one forward pass may spend on its largest per-layer tensors (attention maps)."""
+
+MaskPostprocess = Callable[[np.ndarray, np.ndarray], np.ndarray]
+"""``postprocess(image (H, W, 3) uint8 RGB, masks (K, H, W) bool) -> (K, H, W) bool``: a per-image
+refinement of the masks, in pixels of the decoded image (scaled to ``max_size``, unpadded)."""
 
 
 @dataclass(frozen=True)
@@ -50,6 +62,9 @@ class DiscoveryConfig:
         their boxes scaled back to the original pixels (None: never).
     preprocess: how images are fitted to the patch grid, ``pad`` or ``resize``
         (``images.PREPROCESSING``); boxes come back in original pixels either way.
+    masks: whether each Discovery carries its objects' masks in original pixels.
+    mask_postprocess: applied to each image's masks before they are scaled to the original
+        pixels (implies ``masks``); None: the masks are the method's patch masks.
     """
 
     method: str = "lost"
@@ -60,6 +75,12 @@ class DiscoveryConfig:
     memory_budget: int = DEFAULT_MEMORY_BUDGET
     max_size: int | None = None
     preprocess: str = "pad"
+    masks: bool = False
+    mask_postprocess: MaskPostprocess | None = None
+
+    @property
+    def with_masks(self) -> bool:
+        return self.masks or self.mask_postprocess is not None
 
     @property
     def entry(self) -> Method:
@@ -78,9 +99,13 @@ class Discovery:
     index: position of the image in the record list given to :func:`discover`.
     box: (4,) ``[x1, y1, x2, y2]`` in original-image pixels, x2/y2 exclusive; None on error.
     error: why the image was skipped (unreadable file, ...), else None.
-    boxes: (K, 4) every box of a multi-object method (``methods.Method.multi_box``), best first,
-        in original-image pixels like ``box`` (= ``boxes[0]``); None for one-box methods and errors.
-    scores: (K,) float64, the boxes' scores, non-increasing; None when ``boxes`` is.
+    boxes: (K, 4) every object's box, best first, in original-image pixels like ``box``
+        (= ``boxes[0]``); K = 1 for a one-object method; None on error.
+    scores: (K,) float64, the objects' scores, non-increasing (1 for a one-object method).
+    ranked: whether the scores are the method's ranking of several objects
+        (``results.MethodResult.ranked``), written to the scored prediction files.
+    masks: (K, H, W) bool in original-image pixels, object k's mask, whose box is ``boxes[k]``
+        (unless post-processing emptied it); None unless ``DiscoveryConfig.with_masks``.
     result: the method's full result (seed, maps, ...; boxes in decoded pixels) for pictures.
     grid: (h, w) feature grid; scales: (sy, sx) image pixels per feature cell.
     """
@@ -90,6 +115,8 @@ class Discovery:
     error: str | None = None
     boxes: np.ndarray | None = None
     scores: np.ndarray | None = None
+    ranked: bool = False
+    masks: np.ndarray | None = None
     result: Any = None
     grid: tuple[int, int] | None = None
     scales: tuple[float, float] | None = None
@@ -98,14 +125,16 @@ class Discovery:
 @dataclass
 class ImageBatch:
     """Images of one padded size: images (B, 3, Hp, Wp), or None when every image failed;
-    the decoded images' indices, decoded sizes (H, W) and original sizes (H, W); and the
-    failures as (index, reason)."""
+    the decoded images' indices, decoded sizes (H, W) and original sizes (H, W); the failures
+    as (index, reason); and the decoded images' (H, W, 3) uint8 RGB pixels when they were kept
+    for a mask post-processing (else None each)."""
 
     images: torch.Tensor | None
     indices: list[int]
     sizes: list[tuple[int, int]]
     original_sizes: list[tuple[int, int]]
     failures: list[tuple[int, str]]
+    pixels: list[np.ndarray | None]
 
     def pin_memory(self) -> ImageBatch:
         """Called by the DataLoader's pinning thread on CUDA runs: page-locked images, so that
@@ -176,6 +205,7 @@ def collate_same_size(samples: list[DecodedImage]) -> ImageBatch:
         sizes=[sample.size for sample in decoded],
         original_sizes=[sample.original_size for sample in decoded],
         failures=[(sample.index, sample.error) for sample in samples if sample.image is None],
+        pixels=[sample.pixels for sample in decoded],
     )
 
 
@@ -205,7 +235,9 @@ def make_loader(
         lambda size: attention_images_per_pass(size, patch_size, num_heads, config.memory_budget, prefix_tokens),
     )
     return DataLoader(
-        ImageFileDataset(records, patch_size, config.max_size, config.preprocess),
+        ImageFileDataset(
+            records, patch_size, config.max_size, config.preprocess, keep_pixels=config.mask_postprocess is not None
+        ),
         batch_sampler=sampler,
         num_workers=config.num_workers,
         collate_fn=collate_same_size,
@@ -225,24 +257,49 @@ def autocast_for(device: torch.device, precision: str) -> contextlib.AbstractCon
 def discover_batch(
     extractor: FeatureExtractor, batch: ImageBatch, config: DiscoveryConfig, device: torch.device
 ) -> list[Discovery]:
-    """Boxes for one batch of same-size images, plus a Discovery per failed image.
-
-    Boxes are found in the decoded images and returned in the original images' pixels.
+    """Boxes (and masks, when asked) for one batch of same-size images, plus a Discovery per
+    failed image. They are found in the decoded images and returned in the original images' pixels.
     """
     results = [Discovery(index=index, box=None, error=reason) for index, reason in batch.failures]
     if batch.images is None:
         return results
     images = batch.images.to(device, non_blocking=True)
+    found = method_discoveries(extractor, images, batch, config)
     return results + [
-        in_original_pixels(item, size, original)
-        for item, size, original in zip(method_discoveries(extractor, images, batch, config), batch.sizes, batch.original_sizes, strict=True)
+        in_original_pixels(item, size, original, config, pixels)
+        for item, size, original, pixels in zip(found, batch.sizes, batch.original_sizes, batch.pixels, strict=True)
     ]
 
 
-def in_original_pixels(item: Discovery, size: tuple[int, int], original: tuple[int, int]) -> Discovery:
-    """``item`` with ``box`` (and ``boxes``) moved from the decoded (H, W) ``size`` to the original one."""
-    boxes = None if item.boxes is None else rescale_box(item.boxes, size, original)
-    return dataclasses.replace(item, box=rescale_box(item.box, size, original), boxes=boxes)
+def in_original_pixels(
+    item: Discovery,
+    size: tuple[int, int],
+    original: tuple[int, int],
+    config: DiscoveryConfig,
+    pixels: np.ndarray | None = None,
+) -> Discovery:
+    """``item`` with its boxes moved from the decoded (H, W) ``size`` to the ``original`` one and,
+    when ``config.with_masks``, its masks: the method's patch masks in pixels of the decoded image,
+    post-processed there (``pixels``: that image, (H, W, 3) uint8), then resized to ``original``."""
+    boxes = rescale_box(item.boxes, size, original)
+    if not config.with_masks:
+        return dataclasses.replace(item, box=boxes[0], boxes=boxes)
+    masks = patch_masks_to_pixels(item.result.patch_masks, item.scales, size)
+    if config.mask_postprocess is None:
+        return dataclasses.replace(item, box=boxes[0], boxes=boxes, masks=resize_masks(masks, original))
+    masks = resize_masks(postprocess(config.mask_postprocess, pixels, masks), original)
+    mask_boxes, empty = masks_boxes(masks)
+    boxes = np.where(empty[:, None], boxes, mask_boxes)
+    return dataclasses.replace(item, box=boxes[0], boxes=boxes, masks=masks)
+
+
+def postprocess(function: MaskPostprocess, pixels: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """The one place a mask post-processing runs: ``function(pixels (H, W, 3) uint8, masks (K, H,
+    W) bool) -> (K, H, W) bool``, in the decoded image's pixels; ValueError for another shape."""
+    refined = np.asarray(function(pixels, masks), dtype=bool)
+    if refined.shape != masks.shape:
+        raise ValueError(f"mask post-processing returned shape {refined.shape} for masks of shape {masks.shape}")
+    return refined
 
 
 def method_discoveries(
@@ -258,8 +315,9 @@ def method_discoveries(
         Discovery(
             index=index,
             box=result.box,
-            boxes=result.boxes if method.multi_box else None,
-            scores=result.scores if method.multi_box else None,
+            boxes=result.boxes,
+            scores=result.scores,
+            ranked=result.ranked,
             result=result,
             grid=features.grid,
             scales=features.scales,

@@ -158,7 +158,7 @@ def _box_annotation(annotation_id: int, image_id: int, box: np.ndarray, **fields
     }
 
 
-def _coco_index(images: list[dict], annotations: list[dict]) -> COCO:
+def coco_index(images: list[dict], annotations: list[dict]) -> COCO:
     """A pycocotools index of one category ("object", id 1) built in memory, prints silenced."""
     from pycocotools.coco import COCO
 
@@ -204,8 +204,8 @@ def class_agnostic_ap(records: Iterable[ImageRecord], predictions: Mapping[str, 
     prediction has no detection. Each record's ``gt_difficult`` boxes and ``crowd_boxes`` are ignored."""
     evaluated = [record for record in records if record.gt_boxes is not None]
     images = [{"id": image_id} for image_id in range(1, len(evaluated) + 1)]
-    ground_truth = _coco_index(images, _ground_truth_annotations(evaluated))
-    detections = _coco_index(images, _detection_annotations(evaluated, predictions))
+    ground_truth = coco_index(images, _ground_truth_annotations(evaluated))
+    detections = coco_index(images, _detection_annotations(evaluated, predictions))
     evaluation = _cocoeval_keeping_ignore()(ground_truth, detections, "bbox")
     with contextlib.redirect_stdout(io.StringIO()):
         evaluation.evaluate()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import _compat_pickle
 import codecs
+import contextlib
 import importlib
 import io
 import json
@@ -29,10 +30,10 @@ import os
 import pickle
 import tempfile
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -48,13 +49,22 @@ def atomic_write(path: Path | str, data: bytes) -> None:
     The file gets the permissions a plain `open(path, "w")` would give it (0666 less umask).
     A full disk, a read-only file system or missing permissions raise LostError naming `path`.
     """
+    with atomic_file(path) as file:
+        file.write(data)
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path | str) -> Iterator[BinaryIO]:
+    """A binary file to stream into, that replaces `path` when the block ends (as
+    :func:`atomic_write`: readers see the old file or the whole new one) and is removed when the
+    block raises. Write failures raise LostError naming `path`."""
     path = Path(path)
     with writing(path):
         fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
             os.fchmod(fd, 0o666 & ~_current_umask())
             with os.fdopen(fd, "wb") as f:
-                f.write(data)
+                yield f
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp_name, path)

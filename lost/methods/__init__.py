@@ -8,10 +8,10 @@ draws. Adding a method is its module (the algorithm as pure functions on feature
 dataclass, its batch adapter and folder name) plus one entry in :data:`METHODS`. The engine, the
 command line, the journal's resume check and the experiment names all read the table.
 
-Every method result has a ``box`` attribute: ``[x1, y1, x2, y2]`` in pixels of the image as the
-method saw it (decoded, unpadded), x2/y2 exclusive. A method that finds several objects also gives
-``boxes: (K, 4)`` (best first, ``box`` = ``boxes[0]``) and ``scores: (K,)`` (non-increasing). The
-engine scales the boxes to the original image.
+Every method result follows ``results.MethodResult``: ``boxes: (K, 4)`` ``[x1, y1, x2, y2]`` in
+pixels of the image as the method saw it (decoded, unpadded), x2/y2 exclusive, best first (``box``
+= ``boxes[0]``), ``scores: (K,)`` (non-increasing) and ``patch_masks: (K, h, w)``; a one-object
+method has K = 1 (``results.OneObject``). The engine scales boxes and masks to the original image.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from lost.viz.method_pictures import (
     found_mask_picture,
     lost_feature_maps_picture,
     lost_seed_expansion_picture,
+    masks_picture,
     ranked_boxes_picture,
     seed_pred_picture,
     tokencut_cut_picture,
@@ -69,6 +70,7 @@ METHODS: dict[str, Method] = {
                 "pred": seed_pred_picture,
                 "fms": lost_feature_maps_picture,
                 "seed_expansion": lost_seed_expansion_picture,
+                "masks": masks_picture,
             },
         ),
         Method(
@@ -78,7 +80,7 @@ METHODS: dict[str, Method] = {
             needs=frozenset({"cls_attention"}),
             discover=discover_dinoseg,
             folder=dinoseg_folder,
-            pictures={"pred": box_picture},
+            pictures={"pred": box_picture, "masks": masks_picture},
             vit_only=True,
             prepare=check_dinoseg_head,
         ),
@@ -89,7 +91,7 @@ METHODS: dict[str, Method] = {
             needs=frozenset({"feats"}),
             discover=discover_tokencut,
             folder=tokencut_folder,
-            pictures={"pred": seed_pred_picture, "cut": tokencut_cut_picture},
+            pictures={"pred": seed_pred_picture, "cut": tokencut_cut_picture, "masks": masks_picture},
         ),
         Method(
             name="maskcut",
@@ -98,8 +100,7 @@ METHODS: dict[str, Method] = {
             needs=frozenset({"feats"}),
             discover=discover_maskcut,
             folder=maskcut_folder,
-            pictures={"pred": ranked_boxes_picture},
-            multi_box=True,
+            pictures={"pred": ranked_boxes_picture, "masks": masks_picture},
         ),
         Method(
             name="found",
@@ -108,7 +109,7 @@ METHODS: dict[str, Method] = {
             needs=frozenset({"feats"}),
             discover=discover_found,
             folder=found_folder,
-            pictures={"pred": box_picture, "mask": found_mask_picture},
+            pictures={"pred": box_picture, "mask": found_mask_picture, "masks": masks_picture},
             vit_only=True,
             prepare=prepare_found,
             released_head=FOUND_TRAINED_ON,
@@ -120,7 +121,7 @@ METHODS: dict[str, Method] = {
             needs=frozenset({"feats", "cls_attention"}),
             discover=discover_found_background,
             folder=found_background_folder,
-            pictures={"pred": box_picture, "mask": found_mask_picture},
+            pictures={"pred": box_picture, "mask": found_mask_picture, "masks": masks_picture},
             vit_only=True,
         ),
         Method(

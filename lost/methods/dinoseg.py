@@ -1,5 +1,6 @@
 """DINO-seg, the baseline of the LOST paper: the box of the largest component of the patches that
-hold the top 60% of one attention head's CLS attention (DINO's visualization threshold).
+hold the top 60% of one attention head's CLS attention (DINO's visualization threshold). That
+component, the blob, is the object's mask.
 
 ``cls_attention: (heads, N)`` over a grid ``(h, w)``; the box ``[x1, y1, x2, y2]`` is in pixels of
 the unpadded image, x2/y2 exclusive.
@@ -14,8 +15,9 @@ import torch
 
 from lost.backbones import BackboneSpec, Features
 from lost.errors import LostError
-from lost.geometry import as_grid, cells_to_box, largest_component_cells
+from lost.geometry import as_grid, largest_component, mask_box
 from lost.methods.entry import flag
+from lost.methods.results import OneObject
 
 DINOSEG_MASS = 0.6
 """Share of the CLS attention mass kept by DINO-seg (DINO's official threshold)."""
@@ -44,16 +46,20 @@ def dino_seg(
     """DINO-seg baseline: box of the largest blob of one head's CLS attention.
 
     cls_attention: (heads, N) attention of the CLS query over the N patches in the last block;
-    grid: (h, w); image_size: (H, W) unpadded. Keeps the patches holding the top 60% of the
-    head's attention mass, takes the largest 4-connected component and returns its box
-    ``[x1, y1, x2, y2]`` (pixels, x2/y2 exclusive, clipped to the image).
+    grid: (h, w); image_size: (H, W) unpadded. Returns the box ``[x1, y1, x2, y2]`` (pixels,
+    x2/y2 exclusive, clipped to the image) of :func:`dino_seg_blob`.
     """
+    scales = (int(patch_size), int(patch_size))
+    return mask_box(dino_seg_blob(cls_attention, grid, head), scales, image_size)
+
+
+def dino_seg_blob(cls_attention: torch.Tensor, grid: tuple[int, int], head: int = 4) -> np.ndarray:
+    """DINO-seg's blob: (h, w) bool, the largest 4-connected component of the patches holding the
+    top 60% of head ``head``'s attention mass (``cls_attention: (heads, N)``); ties: the first in
+    raster order."""
     if not 0 <= head < cls_attention.shape[0]:
         raise ValueError(f"head {head} does not exist: the model has {cls_attention.shape[0]} heads")
-    mask = as_grid(top_mass_mask(cls_attention[head]), grid)
-    rows, cols = largest_component_cells(mask)
-    scales = (int(patch_size), int(patch_size))
-    return cells_to_box(rows.min(), cols.min(), rows.max() + 1, cols.max() + 1, scales, image_size)
+    return largest_component(as_grid(top_mass_mask(cls_attention[head]), grid))
 
 # ----------------------------------------------------------------------------------------------
 # The method's entry: parameters, batch adapter, experiment folder
@@ -65,19 +71,23 @@ class DinoSegParams:
 
 
 @dataclass(frozen=True)
-class BoxResult:
-    """A method result that is only a box ``[x1, y1, x2, y2]`` (decoded pixels, x2/y2 exclusive)."""
+class DinoSegResult(OneObject):
+    """What DINO-seg found in one image (one object, see ``results.OneObject``): the blob
+    ``patch_mask: (h, w)`` bool and its ``box`` ``[x1, y1, x2, y2]`` (decoded pixels, x2/y2 exclusive)."""
 
     box: np.ndarray
+    patch_mask: np.ndarray
 
 
-def discover_dinoseg(features: Features, image_sizes: list[tuple[int, int]], params: DinoSegParams) -> list[BoxResult]:
-    """DINO-seg on a batch: features.cls_attention (B, heads, N) -> one box per image."""
+def discover_dinoseg(features: Features, image_sizes: list[tuple[int, int]], params: DinoSegParams) -> list[DinoSegResult]:
+    """DINO-seg on a batch: features.cls_attention (B, heads, N) -> one blob and its box per image."""
     patch_size = int(features.scales[0])
-    return [
-        BoxResult(dino_seg(heads, features.grid, patch_size, size, params.head))
-        for heads, size in zip(features.cls_attention, image_sizes, strict=True)
-    ]
+    scales = (patch_size, patch_size)
+    results = []
+    for heads, size in zip(features.cls_attention, image_sizes, strict=True):
+        blob = dino_seg_blob(heads, features.grid, params.head)
+        results.append(DinoSegResult(box=mask_box(blob, scales, size), patch_mask=blob))
+    return results
 
 
 def check_dinoseg_head(params: DinoSegParams, num_heads: int) -> None:

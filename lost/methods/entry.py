@@ -71,8 +71,9 @@ class Method:
     name: the ``--method`` value; title: how runs are announced ("LOST").
     params: the frozen dataclass of the method's parameters (fields declared with :func:`flag`).
     needs: what it reads from the backbone, a subset of ``networks.FEATURE_NEEDS``.
-    discover: ``discover(features, image_sizes, params) -> results``, one result (with a
-        ``box``) per image of the batch; ``image_sizes`` are the unpadded (H, W).
+    discover: ``discover(features, image_sizes, params) -> results``, one result per image of
+        the batch, each a ``results.MethodResult`` (boxes, scores, patch masks); ``image_sizes``
+        are the unpadded (H, W).
     folder: ``folder(backbone, params) -> experiment folder name``.
     pictures: ``--visualize`` kind -> picture function; every method draws ``pred``, and a kind
         it lacks falls back to ``pred``.
@@ -80,8 +81,6 @@ class Method:
     prepare: ``prepare(params, num_heads)`` run once before any image (``num_heads``: the
         backbone's attention heads), to fail early on a bad parameter or on what the method
         itself loads (FOUND's head); None when it loads nothing.
-    multi_box: whether its results also carry ``boxes: (K, 4)`` and ``scores: (K,)``, best
-        first (several objects per image), besides ``box`` = ``boxes[0]``.
     released_head: the released trained head it runs unless given another file; it is refused
         on a backbone it was not trained on.
     """
@@ -95,7 +94,6 @@ class Method:
     pictures: Mapping[str, PictureFn]
     vit_only: bool = False
     prepare: Callable[[Any, int], None] | None = None
-    multi_box: bool = False
     released_head: ReleasedHead | None = None
 
     def check_backbone(self, backbone: BackboneSpec) -> None:

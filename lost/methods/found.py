@@ -46,9 +46,11 @@ from torch import nn
 
 from lost.backbones import BackboneSpec, Features
 from lost.errors import LostError, one_line
-from lost.geometry import cells_to_box, largest_component_cells
+from lost.geometry import largest_component
+from lost.geometry import mask_box as cells_mask_box
 from lost.io.safe_files import atomic_write
 from lost.methods.entry import ReleasedHead, flag
+from lost.methods.results import OneObject
 from lost.refine.bilateral_solver import BilateralSolver, bilateral_grid
 
 FOREGROUND_PROBABILITY = 0.5
@@ -77,20 +79,22 @@ the IoU with the coarse mask the refined one needs to be used."""
 
 
 @dataclass(frozen=True)
-class FoundResult:
-    """What FOUND found in one image.
+class FoundResult(OneObject):
+    """What FOUND found in one image (one object, see ``results.OneObject``).
 
     box: (4,) ``[x1, y1, x2, y2]`` in unpadded-image pixels, x2/y2 exclusive; int64 for int
-        scales, float64 for float ones (as ``object_discovery.cells_to_box``).
+        scales, float64 for float ones (as ``geometry.cells_to_box``): the box of ``patch_mask``.
+    patch_mask: (h, w) bool, the kept foreground component (:func:`kept_component` of ``mask``).
     mask: (N,) bool, the foreground patches (found: ``sigmoid(score) > 0.5``; found_bkg: the
         patches that are not background).
-    scores: (N,) float32; found: the head's logits; found_bkg: cosine similarity to the seed.
+    patch_scores: (N,) float32; found: the head's logits; found_bkg: cosine similarity to the seed.
     seed: found_bkg's background seed patch (raster index); None for found.
     """
 
     box: np.ndarray
+    patch_mask: np.ndarray
     mask: torch.Tensor
-    scores: torch.Tensor
+    patch_scores: torch.Tensor
     seed: int | None = None
 
 
@@ -121,19 +125,36 @@ def foreground_masks(scores: torch.Tensor) -> torch.Tensor:
     return torch.sigmoid(scores.float()) > FOREGROUND_PROBABILITY
 
 
+def kept_component(mask: torch.Tensor | np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+    """The object FOUND keeps of a (N,) bool foreground: its largest 4-connected component as a
+    (h, w) bool mask; ties: the first met in raster order; an empty foreground gives the whole grid."""
+    if isinstance(mask, torch.Tensor):
+        mask = mask.detach().cpu().numpy()
+    return largest_component(np.asarray(mask, dtype=bool).reshape(grid))
+
+
 def mask_box(
     mask: torch.Tensor | np.ndarray, grid: tuple[int, int], scales: tuple[float, float], image_size: tuple[int, int]
 ) -> np.ndarray:
-    """Box of the largest 4-connected component of a (N,) bool patch mask.
+    """Box of the largest 4-connected component of a (N,) bool patch mask (:func:`kept_component`).
 
-    Ties go to the component met first in raster order; an empty mask gives the whole image.
     Returns ``[x1, y1, x2, y2]`` in pixels of the unpadded (H, W) image, x2/y2 exclusive:
     ``x1 = sx * col_min``, ``x2 = min(sx * (col_max + 1), W)``, y likewise.
     """
-    if isinstance(mask, torch.Tensor):
-        mask = mask.detach().cpu().numpy()
-    rows, cols = largest_component_cells(np.asarray(mask, dtype=bool).reshape(grid))
-    return cells_to_box(rows.min(), cols.min(), rows.max() + 1, cols.max() + 1, scales, image_size)
+    return cells_mask_box(kept_component(mask, grid), scales, image_size)
+
+
+def found_result(
+    mask: torch.Tensor,
+    patch_scores: torch.Tensor,
+    grid: tuple[int, int],
+    scales: tuple[float, float],
+    image_size: tuple[int, int],
+    seed: int | None = None,
+) -> FoundResult:
+    """The :class:`FoundResult` of a (N,) bool foreground: its kept component and that box."""
+    kept = kept_component(mask, grid)
+    return FoundResult(cells_mask_box(kept, scales, image_size), kept, mask, patch_scores, seed)
 
 
 def found_batch(
@@ -152,7 +173,7 @@ def found_batch(
     scores = head_scores(keys, head, grid)
     masks = foreground_masks(scores)
     return [
-        FoundResult(box=mask_box(mask, grid, scales, size), mask=mask, scores=score)
+        found_result(mask, score, grid, scales, size)
         for mask, score, size in zip(masks, scores, image_sizes, strict=True)
     ]
 
@@ -246,7 +267,7 @@ def found_background_batch(
         raise ValueError(f"keys hold {keys.shape[1]} patches but the grid {grid} has {grid[0] * grid[1]}")
     objects, similarity, seeds = coarse_object_masks(keys, cls_attention, threshold)
     return [
-        FoundResult(box=mask_box(mask, grid, scales, size), mask=mask, scores=score, seed=int(seed))
+        found_result(mask, score, grid, scales, size, int(seed))
         for mask, score, seed, size in zip(objects, similarity, seeds, image_sizes, strict=True)
     ]
 

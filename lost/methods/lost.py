@@ -24,19 +24,22 @@ import numpy as np
 import torch
 
 from lost.backbones import BackboneSpec, Features
-from lost.geometry import seed_component_box
+from lost.geometry import mask_box, seed_component
 from lost.methods.entry import flag
+from lost.methods.results import OneObject
 
 DEGREE_CHUNK_ELEMENTS = 1 << 24
 """Elements of ``A`` (per batch) computed at once when counting degrees: 64 MiB of float32."""
 
 
 @dataclass(frozen=True)
-class LostResult:
-    """What LOST found in one image.
+class LostResult(OneObject):
+    """What LOST found in one image (one object, see ``results.OneObject``).
 
     box: (4,) ``[x1, y1, x2, y2]`` in original-image pixels, x2/y2 exclusive; int64 for int
-        scales (ViT), float64 for float scales (CNN features).
+        scales (ViT), float64 for float scales (CNN features): the box of ``patch_mask``.
+    patch_mask: (h, w) bool, the seed's expanded component: the 4-connected component of
+        ``expansion_map > 0`` holding the seed (the seed's cell alone when it is not positive).
     seed: index of the seed patch in raster order over the grid.
     degrees: (N,) int64, number of other patches with positive similarity to each patch.
     seed_similarity: (N,) float32, row ``A[seed, :]`` (the seed's correlation with every patch).
@@ -49,6 +52,7 @@ class LostResult:
     """
 
     box: np.ndarray
+    patch_mask: np.ndarray
     seed: int
     degrees: torch.Tensor
     seed_similarity: torch.Tensor
@@ -143,10 +147,11 @@ def lost_batch(
         order = order_by_degree(image_degrees)
         seed, similars, seed_similarity, expansion_map = expand_seed(image_feats, order, k_patches)
         expansion_map = expansion_map.cpu()
-        box = seed_component_box(expansion_map, seed, grid, scales, image_size)
+        component = seed_component(expansion_map, seed, grid)
         results.append(
             LostResult(
-                box=box,
+                box=mask_box(component, scales, image_size),
+                patch_mask=component,
                 seed=seed,
                 degrees=image_degrees,
                 seed_similarity=seed_similarity,

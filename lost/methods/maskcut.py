@@ -66,6 +66,7 @@ Deliberate differences from the published ``maskcut_forward`` (CutLER, ``maskcut
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -127,16 +128,21 @@ class MaskCutObject:
 
 @dataclass(frozen=True)
 class MaskCutResult:
-    """What MaskCut found in one image.
+    """What MaskCut found in one image (ranked objects, see ``results.MethodResult``).
 
     boxes: (K, 4) ``[x1, y1, x2, y2]`` in pixels of the image as the method saw it, x2/y2
         exclusive, best first (K >= 1); scores: (K,) float64 in [0, 1], non-increasing.
+    patch_masks: (K, h, w) bool, each object's mask (its component less the patches of earlier
+        objects), whose box is ``boxes[k]``.
     objects: the K objects, or () when nothing was found (then ``boxes`` is the whole image
-        with score 0).
+        with score 0 and ``patch_masks`` the whole grid).
     """
+
+    ranked: ClassVar[bool] = True
 
     boxes: np.ndarray
     scores: np.ndarray
+    patch_masks: np.ndarray
     objects: tuple[MaskCutObject, ...]
 
     @property
@@ -309,9 +315,13 @@ def _result(
     """Boxes and scores of the objects; the whole image with score 0 when there are none."""
     if not objects:
         whole = cells_to_box(0, 0, grid[0], grid[1], scales, image_size)
-        return MaskCutResult(boxes=whole[None], scores=np.zeros(1), objects=())
-    scores = running_scores([item.association for item in objects])
-    return MaskCutResult(boxes=np.stack([item.box for item in objects]), scores=scores, objects=tuple(objects))
+        return MaskCutResult(boxes=whole[None], scores=np.zeros(1), patch_masks=np.ones((1, *grid), dtype=bool), objects=())
+    return MaskCutResult(
+        boxes=np.stack([item.box for item in objects]),
+        scores=running_scores([item.association for item in objects]),
+        patch_masks=np.stack([item.mask.reshape(grid) for item in objects]),
+        objects=tuple(objects),
+    )
 
 # ----------------------------------------------------------------------------------------------
 # The method's entry: parameters, batch adapter, experiment folder

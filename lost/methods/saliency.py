@@ -19,7 +19,7 @@ The registered maps, each as its published code computes it:
   ``bilateral``, the bilateral solver's soft output of that map (``get_saliency.py`` scores
   ``output_solver``), bandwidths 16/16/8, confidence 0.999. Default preprocessing ``resize``.
 * :class:`FoundResult` (FOUND's ``evaluation/saliency.py``), telling its two producers apart by
-  ``seed`` (None: a trained head's logits in ``scores``, as ``found`` and PEEKABOO give; a
+  ``seed`` (None: a trained head's logits in ``patch_scores``, as ``found`` and PEEKABOO give; a
   patch: ``found_bkg``'s background seed). The head: logits bilinear ``x patch`` and cropped,
   ``sigmoid``; the binary map ``> 0.5``. found_bkg: the object patches bilinear straight to the
   image size (the published code stretches the padded grid over the unpadded image) ``> 0.5``.
@@ -261,7 +261,7 @@ def tokencut_map(result: TokenCutResult, geometry: MapGeometry, options: Salienc
 def found_map(result: FoundResult, geometry: MapGeometry, options: SaliencyOptions, image: np.ndarray) -> np.ndarray:
     """FOUND's evaluation map of a head's logits or of found_bkg's object patches (float32)."""
     if result.seed is None:
-        soft = torch.sigmoid(geometry.to_pixels(result.scores.float(), "bilinear")).numpy()
+        soft = torch.sigmoid(geometry.to_pixels(result.patch_scores.float(), "bilinear")).numpy()
         binary = soft > 0.5
     else:
         binary = geometry.stretch(result.mask.float(), "bilinear").numpy() > 0.5

@@ -17,7 +17,7 @@ CLS token dropped) over a grid ``(h, w)`` = (rows, cols), patch ``i`` at row ``i
    the same partition but for patches exactly at the mean, see below.)
 5. The box of the 4-connected component of the partition that holds the seed, in pixels:
    ``[x1, y1, x2, y2]`` of the original image, x2/y2 exclusive, clipped to the unpadded image
-   (``object_discovery.seed_component_box``, the same conventions as LOST).
+   (``geometry.seed_component``, the same conventions as LOST); that component is the mask.
 
 ``scales = (sy, sx)`` are image pixels per feature cell, ``image_size = (H, W)`` the unpadded size.
 
@@ -62,8 +62,9 @@ import torch.nn.functional as F
 
 from lost.backbones import BackboneSpec, Features
 from lost.errors import LostError
-from lost.geometry import seed_component_box
+from lost.geometry import mask_box, seed_component
 from lost.methods.entry import flag
+from lost.methods.results import OneObject
 
 TAU = 0.2
 """Similarity threshold of the graph (the published default)."""
@@ -101,11 +102,12 @@ class EigensolverDidNotConverge(RuntimeError):
 
 
 @dataclass(frozen=True)
-class TokenCutResult:
-    """What TokenCut found in one image.
+class TokenCutResult(OneObject):
+    """What TokenCut found in one image (one object, see ``results.OneObject``).
 
     box: (4,) ``[x1, y1, x2, y2]`` in original-image pixels, x2/y2 exclusive; int64 for int
-        scales (ViT), float64 for float scales.
+        scales (ViT), float64 for float scales: the box of ``patch_mask``.
+    patch_mask: (h, w) bool, the 4-connected component of the partition holding the seed.
     seed: index (raster order over the grid) of the patch with the largest ``|v|``.
     eigenvector: (N,) float64 (float32 for the dense solve of the weighted graph), the second
         generalized eigenvector with ``vᵀ D v = 1``, signed to be positive at the seed; zeros for
@@ -116,6 +118,7 @@ class TokenCutResult:
     """
 
     box: np.ndarray
+    patch_mask: np.ndarray
     seed: int
     eigenvector: np.ndarray
     partition: np.ndarray
@@ -314,8 +317,17 @@ def tokencut_batch(
         weights = graph_weights(cosine_affinity(image_feats), tau, eps, binary_graph)
         eigenvector, solver = second_eigenvector(weights, eigensolver)
         partition, seed, oriented = bipartition(eigenvector)
-        box = seed_component_box(partition, seed, grid, scales, image_size)
-        results.append(TokenCutResult(box=box, seed=seed, eigenvector=oriented, partition=partition, solver=solver))
+        component = seed_component(partition, seed, grid)
+        results.append(
+            TokenCutResult(
+                box=mask_box(component, scales, image_size),
+                patch_mask=component,
+                seed=seed,
+                eigenvector=oriented,
+                partition=partition,
+                solver=solver,
+            )
+        )
     return results
 
 

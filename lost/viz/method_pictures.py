@@ -67,3 +67,9 @@ def found_mask_picture(image_path: Path, found: Any, max_size: int | None) -> Im
     """The box beside the foreground patches, on the image as the method saw it."""
     image = load_rgb(image_path, max_size)
     return visualizations.found_picture(image, found.result, found.grid, found.scales)
+
+
+def masks_picture(image_path: Path, found: Any, _max_size: int | None) -> Image.Image:
+    """Every object's mask over the original image, one colour per object, with its rank and score
+    (``found.masks``: (K, H, W) bool in original pixels)."""
+    return visualizations.masks_picture(load_rgb(image_path), found.masks, found.scores)

@@ -1,5 +1,5 @@
 """Pictures of what the methods did, as PNG files: the box, the paper's maps, the expansion, the cut,
-every box of a multi-object method with its rank and score.
+every box of a multi-object method with its rank and score, every object's mask.
 
 Every function takes the original RGB image and values over the feature grid ``(h, w)`` =
 (rows, cols), with ``scales = (sy, sx)`` image pixels per cell and boxes ``[x1, y1, x2, y2]`` in
@@ -126,6 +126,28 @@ def ranked_boxes_picture(image: Image.Image, boxes: np.ndarray, scores: np.ndarr
     return picture
 
 
+def masks_picture(image: Image.Image, masks: np.ndarray, scores: np.ndarray, alpha: float = 0.5) -> Image.Image:
+    """Every mask of ``masks: (K, H, W)`` bool (the image's pixels, best first) over the image,
+    mask k blended in ``RANK_COLORS[k]`` (cycling) at opacity ``alpha``, and labelled
+    ``"<k + 1>: <score>"`` on a patch of its colour at the top-left corner of its box; the best
+    mask is painted last, so it is on top. An empty mask is not drawn. scores: (K,)."""
+    pixels = np.asarray(image, dtype=np.float64).copy()
+    for rank in reversed(range(len(masks))):
+        color = np.asarray(RANK_COLORS[rank % len(RANK_COLORS)], dtype=np.float64)
+        pixels[masks[rank]] = (1 - alpha) * pixels[masks[rank]] + alpha * color
+    picture = Image.fromarray(np.round(pixels).astype(np.uint8))
+    draw = ImageDraw.Draw(picture)
+    for rank in reversed(range(len(masks))):
+        rows, cols = np.nonzero(masks[rank])
+        if len(rows) == 0:
+            continue
+        text = f"{rank + 1}: {float(scores[rank]):.2f}"
+        left, top, right, bottom = draw.textbbox((int(cols.min()) + 3, int(rows.min()) + 3), text)
+        draw.rectangle([left - 2, top - 2, right + 1, bottom + 1], fill=RANK_COLORS[rank % len(RANK_COLORS)])
+        draw.text((int(cols.min()) + 3, int(rows.min()) + 3), text, fill=LABEL_TEXT_COLOR)
+    return picture
+
+
 def feature_maps_picture(
     image: Image.Image,
     seed_similarity: torch.Tensor,
@@ -167,10 +189,12 @@ def seed_expansion_picture(
 
 
 def save_png(picture: Image.Image, folder: Path, image_name: str, kind: str) -> Path:
-    """Write ``<folder>/<image stem>_<kind>.png`` and return its path."""
-    path = folder / f"{Path(image_name).stem}_{kind}.png"
+    """Write ``<folder>/<image stem>_<kind>.png`` and return its path; an image of a tree, named
+    by its path (``n01/x.JPEG``), gets its folders too (``<folder>/n01/x_<kind>.png``)."""
+    name = Path(image_name)
+    path = folder / name.parent / f"{name.stem}_{kind}.png"
     with writing(path):
-        folder.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
         picture.save(path)
     return path
 
