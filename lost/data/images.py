@@ -136,6 +136,16 @@ def _to_rgb8(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def fixed_size_images(image: Image.Image, fixed_size: int, multiple: int) -> tuple[Image.Image, Image.Image]:
+    """CutLER's MaskCut input: ``(shown, network_input)``. ``shown`` is the image resized to
+    ``fixed_size`` x ``fixed_size`` with LANCZOS (what its CRF sees); ``network_input`` is that
+    resized again with LANCZOS to the side ``round(fixed_size / multiple) * multiple`` (TokenCut's
+    ``resize_pil``; the same image when ``fixed_size`` is a multiple)."""
+    shown = image.resize((fixed_size, fixed_size), Image.LANCZOS)
+    side = int(round(fixed_size / multiple)) * multiple
+    return shown, shown.resize((side, side), Image.LANCZOS)
+
+
 def image_to_tensor(image: Image.Image) -> torch.Tensor:
     """PIL RGB image (H x W) -> (3, H, W) float32: torchvision's ToTensor then Normalize with
     ImageNet mean/std, the same operations in the same order (without importing torchvision)."""
@@ -210,12 +220,27 @@ class ImageFileDataset(torch.utils.data.Dataset):
     `__getitem__(i)` returns a :class:`DecodedImage`. An image that cannot be read never
     raises (so a DataLoader worker survives): its DecodedImage has `image` None and `error` set
     to the LostError text. `max_size` caps the longer side (see :func:`load_rgb`).
+    `fixed_size`: every image is resized as CutLER's MaskCut does (:func:`fixed_size_images`;
+    `size` is then (fixed_size, fixed_size) and the network sees the side rounded to the patch
+    multiple, unpadded); None keeps the image's own size. `keep_pixels`: also return the 8-bit
+    pixels (`DecodedImage.pixels`).
     """
 
-    def __init__(self, records: Sequence[ImageRecord], pad_multiple: int, max_size: int | None = None) -> None:
+    def __init__(
+        self,
+        records: Sequence[ImageRecord],
+        pad_multiple: int,
+        max_size: int | None = None,
+        fixed_size: int | None = None,
+        keep_pixels: bool = False,
+    ) -> None:
+        if fixed_size is not None and (fixed_size < 1 or max_size):
+            raise ValueError(f"fixed_size must be positive and exclusive of max_size (got {fixed_size}, {max_size})")
         self.records = records
         self.pad_multiple = pad_multiple
         self.max_size = max_size
+        self.fixed_size = fixed_size
+        self.keep_pixels = keep_pixels
 
     def __len__(self) -> int:
         return len(self.records)
@@ -225,5 +250,14 @@ class ImageFileDataset(torch.utils.data.Dataset):
             image, original_size = decode_image(self.records[i].path, self.max_size)
         except LostError as exc:
             return DecodedImage(index=i, image=None, error=str(exc))
-        tensor = pad_to_multiple(image_to_tensor(image), self.pad_multiple)
-        return DecodedImage(index=i, image=tensor, size=(image.height, image.width), original_size=original_size)
+        network_input = image
+        if self.fixed_size:
+            image, network_input = fixed_size_images(image, self.fixed_size, self.pad_multiple)
+        tensor = pad_to_multiple(image_to_tensor(network_input), self.pad_multiple)
+        return DecodedImage(
+            index=i,
+            image=tensor,
+            size=(image.height, image.width),
+            original_size=original_size,
+            pixels=np.asarray(image) if self.keep_pixels else None,
+        )
