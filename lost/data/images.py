@@ -205,13 +205,17 @@ def padded_size(record: ImageRecord, multiple: int, max_size: int | None = None)
 class DecodedImage:
     """One decoded image for the engine: `image (3, Hp, Wp)` normalized and padded; `size` the
     (H, W) it was decoded at, before padding; `original_size` the file's own (H, W), larger
-    when `max_size` scaled the image down. `image` is None and `error` set when it failed."""
+    when `max_size` scaled the image down. `image` is None and `error` set when it failed.
+    `pixels`: (H, W, 3) uint8 RGB of the image at `size` (the fixed-size image with
+    `fixed_size`), when the dataset keeps them (for a refinement or CutLER's post-processing),
+    else None."""
 
     index: int
     image: torch.Tensor | None
     size: tuple[int, int] | None = None
     original_size: tuple[int, int] | None = None
     error: str | None = None
+    pixels: np.ndarray | None = None
 
 
 class ImageFileDataset(torch.utils.data.Dataset):
@@ -259,5 +263,5 @@ class ImageFileDataset(torch.utils.data.Dataset):
             image=tensor,
             size=(image.height, image.width),
             original_size=original_size,
-            pixels=np.asarray(image) if self.keep_pixels else None,
+            pixels=np.array(image) if self.keep_pixels else None,
         )

@@ -62,7 +62,7 @@ def dense_crf(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     check_available()
     import pydensecrf.densecrf as dcrf
 
-    image = np.asarray(image)
+    image = np.array(image, order="C")
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"the CRF needs an (H, W, 3) uint8 RGB image, got {image.shape} {image.dtype}")
     height, width = image.shape[:2]
@@ -70,7 +70,7 @@ def dense_crf(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     crf.setUnaryEnergy(crf_unaries(mask, (height, width)))
     crf.addPairwiseGaussian(sxy=GAUSSIAN_SXY, compat=GAUSSIAN_COMPAT)
     crf.addPairwiseBilateral(
-        sxy=BILATERAL_SXY, srgb=BILATERAL_SRGB, rgbim=np.ascontiguousarray(image), compat=BILATERAL_COMPAT
+        sxy=BILATERAL_SXY, srgb=BILATERAL_SRGB, rgbim=image, compat=BILATERAL_COMPAT
     )
     marginals = np.array(crf.inference(ITERATIONS)).reshape(2, height, width)
     return np.argmax(marginals, axis=0) == 1
