@@ -61,6 +61,7 @@ def published_maskcut_forward(feats, dims, scales, init_image_size, tau=0.15, N=
     trace: one dict per cut with the eigenvector, the corner count, the seed and ``dropped``.
     """
     bipartitions, trace = [], []
+    current_mask = ps = None
     for i in range(N):
         if i == 0:
             painting = torch.from_numpy(np.zeros(dims))

@@ -150,7 +150,7 @@ def test_object_emptied_by_the_subtraction_of_earlier_objects():
 
 @pytest.mark.parametrize(("seed", "kind"), [(0, "planted"), (1, "vit-like"), (2, "noise"), (7, "planted"), (19, "vit-like")])
 def test_planted_maps_match_the_published_loop(seed, kind):
-    ours, trace = assert_same_as_published(planted(seed, kind), (10, 10))
+    ours, _ = assert_same_as_published(planted(seed, kind), (10, 10))
     assert len(ours.scores) == 3 and np.all(np.diff(ours.scores[ours.patch_masks.any(axis=(1, 2))]) <= 0)
 
 

@@ -33,3 +33,19 @@ def test_an_error_in_a_worker_is_raised_at_its_item():
     assert next(stream) == 2.0
     with pytest.raises(ValueError, match="math domain error"):
         next(stream)
+
+
+def test_cutler_pseudo_masks_stream_in_record_order_with_failures(tmp_path):
+    from lost.backbones import FeatureExtractor
+    from lost.data.datasets import single_image_records
+    from lost.engine.cutler_run import cutler_pseudo_masks
+    from tests.conftest import tiny_vit, write_noise_images
+
+    write_noise_images(tmp_path, [(40, 30), (30, 50)])
+    (tmp_path / "000002.jpg").write_bytes(b"not an image")
+    records = single_image_records(tmp_path)
+    extractor = FeatureExtractor(tiny_vit(8), "vit_small", 8)
+    results = list(cutler_pseudo_masks(extractor, records, batch_size=2, postprocess_workers=0, fixed_size=48))
+    assert [result.index for result in results] == [0, 1, 2]
+    assert results[0].masks.shape == (3, 30, 40) and results[1].masks.shape == (3, 50, 30)
+    assert results[2].masks is None and "000002.jpg" in results[2].error

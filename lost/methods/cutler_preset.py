@@ -190,8 +190,12 @@ def painted_weights(unit64: torch.Tensor, painted: np.ndarray, tau: float, eps: 
 
 
 def cutler_cuts(
-    feats: torch.Tensor, grid: tuple[int, int], tau: float = TAU, max_objects: int = MAX_OBJECTS,
-    eigensolver: str = "auto", eps: float = EPS,
+    feats: torch.Tensor,
+    grid: tuple[int, int],
+    tau: float = TAU,
+    max_objects: int = MAX_OBJECTS,
+    eigensolver: str = "auto",
+    eps: float = EPS,
 ) -> CutlerCuts:
     """Part (a) on one image: ``feats: (N, d)`` keys over ``grid: (h, w)``, on any device."""
     unit64 = F.normalize(feats.double(), p=2, dim=1)
@@ -239,8 +243,12 @@ def mask_scores(components: list[np.ndarray], associations: list[float]) -> np.n
 
 
 def cutler_cuts_batch(
-    feats: torch.Tensor, grid: tuple[int, int], tau: float = TAU, max_objects: int = MAX_OBJECTS,
-    eigensolver: str = "auto", eps: float = EPS,
+    feats: torch.Tensor,
+    grid: tuple[int, int],
+    tau: float = TAU,
+    max_objects: int = MAX_OBJECTS,
+    eigensolver: str = "auto",
+    eps: float = EPS,
 ) -> list[CutlerCuts]:
     """Part (a) on a batch: ``feats: (B, N, d)`` keys of B fixed-size images over one grid (h, w).
 

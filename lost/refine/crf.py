@@ -69,8 +69,6 @@ def dense_crf(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     crf = dcrf.DenseCRF2D(width, height, 2)
     crf.setUnaryEnergy(crf_unaries(mask, (height, width)))
     crf.addPairwiseGaussian(sxy=GAUSSIAN_SXY, compat=GAUSSIAN_COMPAT)
-    crf.addPairwiseBilateral(
-        sxy=BILATERAL_SXY, srgb=BILATERAL_SRGB, rgbim=image, compat=BILATERAL_COMPAT
-    )
+    crf.addPairwiseBilateral(sxy=BILATERAL_SXY, srgb=BILATERAL_SRGB, rgbim=image, compat=BILATERAL_COMPAT)
     marginals = np.array(crf.inference(ITERATIONS)).reshape(2, height, width)
     return np.argmax(marginals, axis=0) == 1
