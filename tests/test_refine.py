@@ -13,7 +13,7 @@ from PIL import Image
 
 from lost.errors import LostError
 from lost.refine import crf
-from lost.refine.masks import check_refinement, refine_masks
+from lost.refine.masks import check_refinement, refine_file_masks, refine_masks
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -94,3 +94,12 @@ def test_refinement_pickles_for_worker_processes():
     mask = np.zeros((1, 32, 32), dtype=bool)
     mask[0, :, :18] = True
     assert refine(two_halves(), mask)[0, :, :16].all()
+
+
+def test_refinement_of_an_image_file_decodes_it_at_its_own_size(tmp_path):
+    image = np.zeros((48, 48, 3), np.uint8)
+    image[12:36, 12:36] = 255
+    Image.fromarray(image).save(tmp_path / "square.png")
+    mask = np.zeros((1, 48, 48), dtype=bool)
+    mask[0, 12:36, 12:38] = True
+    assert np.array_equal(refine_file_masks(tmp_path / "square.png", mask, "crf")[0], image[..., 0] == 255)

@@ -14,14 +14,18 @@ Two refinements of masks ``(K, H, W) bool`` in pixels of an image ``(H, W, 3)`` 
   CutLER preset, ``lost.methods.cutler_preset``, empties it, as published.)
 
 An empty mask stays empty. :func:`refine_masks` is a plain top-level function of arrays, so
-it pickles into worker processes (``functools.partial(refine_masks, kind="crf")``).
+it pickles into worker processes (``functools.partial(refine_masks, kind="crf")``);
+:func:`refine_file_masks` decodes the image itself, for a worker given only the file's path.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import scipy.ndimage
 
+from lost.data.images import load_rgb
 from lost.methods.found import REFINED_MIN_IOU, SOLVER_CONFIDENCE, drop_largest_region, image_solver, mask_iou
 from lost.refine import crf
 from lost.refine.bilateral_solver import BilateralSolver
@@ -73,3 +77,9 @@ def refine_masks(image: np.ndarray, masks: np.ndarray, kind: str) -> np.ndarray:
         for mask in masks
     ]
     return np.stack(refined)
+
+
+def refine_file_masks(path: Path | str, masks: np.ndarray, kind: str) -> np.ndarray:
+    """:func:`refine_masks` of the masks (K, H, W) bool of an image file, decoded at its own
+    size (H, W) by ``lost.data.images.load_rgb``. Raises LostError for an unreadable file."""
+    return refine_masks(np.array(load_rgb(path)), masks, kind)
