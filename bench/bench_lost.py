@@ -286,7 +286,7 @@ def print_table(rows: list[dict], images: int) -> None:
         lines.append(
             [
                 row["name"],
-                f"{rate:.2f}",
+                f"{rate:.2f}" if rate >= 1 else f"{rate:.3g}",
                 f"{rate / (images / baseline['seconds']):.2f}x",
                 f"{row['peak_rss'] / 2**20:.0f} MiB",
                 f"{identical:.1f}",
@@ -301,9 +301,12 @@ def print_table(rows: list[dict], images: int) -> None:
 
 
 def print_solver_shares(rows: list[dict]) -> None:
-    """How the CutLER preset rows solved their cuts (``CutlerCuts.solvers``)."""
+    """How the CutLER preset rows solved their cuts (``CutlerCuts.solvers``), and their speed-up
+    over the published-style loop."""
+    reference = next((row for row in rows if row["name"] == "cutler published-style loop"), None)
     for row in rows:
-        if row["name"].startswith("cutler preset"):
+        if row["name"].startswith("cutler preset") and reference:
+            print(f"{row['name']}: {reference['seconds'] / row['seconds']:.1f}x the published-style loop's images/s")
             solvers = [solver for found in row["boxes"].values() for solver in found["solvers"]]
             shares = ", ".join(f"{name} {100 * solvers.count(name) / len(solvers):.0f}%" for name in ("lanczos", "dense", "repeat"))
             print(f"{row['name']}: cuts by {shares}")
