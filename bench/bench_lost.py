@@ -9,6 +9,7 @@
     python -m bench.bench_lost --methods lost,dinoseg   # a row block per method of the method table
     python -m bench.bench_lost --methods lost,tokencut,maskcut --images 16 --repeats 1
     python -m bench.bench_lost --methods lost,saliency-tokencut,saliency-found-bs   # saliency runs
+    python -m bench.bench_lost --methods cutler --patch_size 8 --qk_gain 8 --images 8 --repeats 1
 
 It writes VOC-like JPEGs (the sizes that dominate VOC07 and a tail of others) and a random-weight
 checkpoint into a temporary folder, then runs every configuration in its own process (so that
@@ -23,7 +24,11 @@ Speed-ups are all against that LOST baseline, so that methods compare with each 
 of each row are compared with its method's reference: the baseline for LOST, a published-style
 loop where the method has one (``REFERENCE_LOOPS``; TokenCut: the same keys, then the dense float64
 ``eigh(D - W, D)`` of its published code, image by image), else the method's own fp32 engine row
-(MaskCut: its top box).
+(MaskCut: its top box). The CutLER preset (``--methods cutler``: 480 x 480 input, its masks
+after the CRF) is compared with CutLER's ``maskcut.py`` as transcribed in tests/published_cutler.py,
+one image at a time with dense ``eigh`` and the CRF in the main process; its two agreement
+columns are then over masks (share of identical masks, mean mask IoU), and a last line gives the
+share of the preset's cuts solved by Lanczos, by the dense solve, or not solved again.
 
 A ``saliency-<method>`` entry (``-bs`` added: with ``--bilateral``) is a whole
 ``main_saliency_evaluation.py`` run over the same images, with masks of one ellipse each: maps,
@@ -45,15 +50,19 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pycocotools.mask as mask_util
 import torch
 from PIL import Image, ImageDraw
 
 from lost.backbones import FeatureExtractor, build_model, get_model, last_selfattention
 from lost.data.datasets import single_image_records
 from lost.data.images import image_to_tensor, pad_to_multiple
+from lost.engine.cutler_run import cutler_pseudo_masks
 from lost.engine.discovery import DiscoveryConfig, discover
 from lost.eval.metrics import box_iou
 from lost.methods.found import FoundParams, new_found_head, save_found_head
+from lost.methods.cutler_preset import FIXED_SIZE
+from tests.published_cutler import published_cutler
 from tests.published_lost import published_style_lost
 from tests.published_tokencut import published_style_tokencut
 from tests.synthetic_images import VOC_SIZES, make_images
@@ -116,7 +125,13 @@ def published_style_keys(
     """One image as the published code feeds it: decoded in the main thread, a forward hook
     registered for it, the full network with explicit attention. Returns the last block's keys
     (N, d) float32 on the CPU, the grid (h, w) and the unpadded (H, W)."""
-    image = Image.open(path).convert("RGB")
+    return published_style_image_keys(model, Image.open(path).convert("RGB"), patch, device)
+
+
+def published_style_image_keys(
+    model: torch.nn.Module, image: Image.Image, patch: int, device: str
+) -> tuple[torch.Tensor, tuple[int, int], tuple[int, int]]:
+    """:func:`published_style_keys` of a decoded PIL image."""
     tensor = image_to_tensor(image)
     size = tuple(tensor.shape[1:])
     padded = pad_to_multiple(tensor, patch).to(device)
@@ -155,7 +170,44 @@ def run_tokencut_reference(folder: Path, checkpoint: Path, arch: str, patch: int
     return boxes
 
 
-REFERENCE_LOOPS: dict[str, object] = {"tokencut": run_tokencut_reference}
+def encoded_masks(masks: np.ndarray) -> list[dict]:
+    """(K, H, W) bool -> K pycocotools RLEs with str counts (JSON)."""
+    encoded = mask_util.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
+    return [{"size": rle["size"], "counts": rle["counts"].decode("ascii")} for rle in encoded]
+
+
+def run_cutler_reference(folder: Path, checkpoint: Path, arch: str, patch: int, device: str) -> dict[str, dict]:
+    """CutLER's ``maskcut.py`` one image at a time (tests/published_cutler.py): decoded in the
+    main thread, resized to 480 x 480 with LANCZOS, keys by a hook, dense ``eigh`` on every cut,
+    then the CRF of every mask, in the main process."""
+    model = get_model(arch, patch, device=device, pretrained_weights=str(checkpoint))
+    for block in model.blocks:
+        block.attn.fused_attn = False
+    found = {}
+    for path in sorted(folder.glob("*.jpg")):
+        image = Image.open(path).convert("RGB")
+        image_new = image.resize((FIXED_SIZE, FIXED_SIZE), Image.LANCZOS)
+        keys, _, _ = published_style_image_keys(model, image_new, patch, device)
+        masks, _ = published_cutler(image_new, keys.T, patch, (image.height, image.width))
+        found[path.name] = {"masks": encoded_masks(masks), "solvers": ["dense"] * len(masks)}
+    return found
+
+
+def run_cutler_preset(folder: Path, checkpoint: Path, arch: str, patch: int, device: str, args: argparse.Namespace) -> dict[str, dict]:
+    """The preset (``lost.engine.cutler_run``): batched keys, Lanczos where it decides the cut,
+    the CRF in ``--crf_workers`` worker processes while the backbone runs."""
+    model = get_model(arch, patch, device=device, pretrained_weights=str(checkpoint))
+    records = single_image_records(folder)
+    found = {}
+    results = cutler_pseudo_masks(
+        FeatureExtractor(model, arch, patch), records, device, args.batch_size, args.num_workers, args.crf_workers
+    )
+    for result in results:
+        found[records[result.index].name] = {"masks": encoded_masks(result.masks), "solvers": list(result.solvers)}
+    return found
+
+
+REFERENCE_LOOPS: dict[str, object] = {"tokencut": run_tokencut_reference, "cutler": run_cutler_reference}
 """Method name -> a one-image-at-a-time loop computing that method as its published code does:
 ``loop(folder, checkpoint, arch, patch, device) -> {image name: box}``."""
 
@@ -180,6 +232,8 @@ def worker(args: argparse.Namespace) -> None:
         boxes = run_baseline(args.folder, args.checkpoint, args.arch, args.patch_size, args.device)
     elif args.worker == "reference":
         boxes = REFERENCE_LOOPS[args.method](args.folder, args.checkpoint, args.arch, args.patch_size, args.device)
+    elif args.method == "cutler":
+        boxes = run_cutler_preset(args.folder, args.checkpoint, args.arch, args.patch_size, args.device, args)
     else:
         head = FoundParams(str(args.checkpoint.with_name("found_head.pt"))) if args.method == "found" else None
         config = DiscoveryConfig(
@@ -217,9 +271,25 @@ def run_interleaved(common: list[str], configs: list[tuple[str, list[str]]], scr
     ]
 
 
+def compare_masks(found: dict[str, dict], reference: dict[str, dict]) -> tuple[float, float]:
+    """(% of masks equal to the reference's, mean IoU with the reference's masks; two empty
+    masks count as equal with IoU 1), over every mask of every image."""
+    same, ious = [], []
+    for name in sorted(reference):
+        for mine, theirs in zip(found[name]["masks"], reference[name]["masks"], strict=True):
+            first, second = mask_util.decode(mine).astype(bool), mask_util.decode(theirs).astype(bool)
+            union = np.count_nonzero(first | second)
+            same.append(np.array_equal(first, second))
+            ious.append(np.count_nonzero(first & second) / union if union else 1.0)
+    return 100.0 * float(np.mean(same)), float(np.mean(ious))
+
+
 def compare(boxes: dict[str, list], reference: dict[str, list]) -> tuple[float, float]:
-    """(% of images whose box equals the reference's, mean IoU with the reference's box)."""
+    """(% of images whose box equals the reference's, mean IoU with the reference's box); for
+    rows of masks (the CutLER preset) the same over masks (:func:`compare_masks`)."""
     names = sorted(reference)
+    if isinstance(reference[names[0]], dict):
+        return compare_masks(boxes, reference)
     same = sum(boxes[name] == reference[name] for name in names)
     ious = [box_iou(np.asarray(boxes[name], float), np.asarray([reference[name]], float))[0] for name in names]
     return 100.0 * same / len(names), float(np.mean(ious))
@@ -238,7 +308,7 @@ def print_table(rows: list[dict], images: int) -> None:
         lines.append(
             [
                 row["name"],
-                f"{rate:.2f}",
+                f"{rate:.2f}" if rate >= 1 else f"{rate:.3g}",
                 f"{rate / (images / baseline['seconds']):.2f}x",
                 f"{row['peak_rss'] / 2**20:.0f} MiB",
                 f"{identical:.1f}",
@@ -252,9 +322,28 @@ def print_table(rows: list[dict], images: int) -> None:
         print("| " + " | ".join(line) + " |")
 
 
+def print_solver_shares(rows: list[dict]) -> None:
+    """How the CutLER preset rows solved their cuts (``CutlerCuts.solvers``), and their speed-up
+    over the published-style loop."""
+    reference = next((row for row in rows if row["name"] == "cutler published-style loop"), None)
+    for row in rows:
+        if row["name"].startswith("cutler preset") and reference:
+            print(f"{row['name']}: {reference['seconds'] / row['seconds']:.1f}x the published-style loop's images/s")
+            solvers = [solver for found in row["boxes"].values() for solver in found["solvers"]]
+            shares = ", ".join(f"{name} {100 * solvers.count(name) / len(solvers):.0f}%" for name in ("lanczos", "dense", "repeat"))
+            print(f"{row['name']}: cuts by {shares}")
+
+
 def engine_configs(args: argparse.Namespace, method: str) -> list[tuple[str, list[str]]]:
     """The engine rows of one method: fp32 at batch 1 and at --batch_size, then bf16 (and fp16
-    on CUDA) at --batch_size."""
+    on CUDA) at --batch_size. The CutLER preset: fp32 at --batch_size with --crf_workers CRF
+    processes, and with the CRF in the main process."""
+    if method == "cutler":
+        return [
+            (f"cutler preset batch {args.batch_size} workers {args.num_workers} crf processes {crf}",
+             ["--worker", "engine", "--method", "cutler", "--batch_size", str(args.batch_size), "--crf_workers", str(crf)])
+            for crf in sorted({args.crf_workers, 0}, reverse=True)
+        ]
     precisions = ["fp32", "bf16"] + (["fp16"] if args.device.startswith("cuda") else [])
     rows = []
     for precision in precisions:
@@ -346,7 +435,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--qk_gain", type=float, default=1.0, help="sharpen the random attention (see random_state_dict)")
     parser.add_argument("--memory_check", action="store_true")
     parser.add_argument("--profile", action="store_true")
-    parser.add_argument("--methods", default="lost", help="comma-separated methods of the method table, one row block each; saliency-<method>[-bs]: a saliency evaluation run")
+    parser.add_argument("--methods", default="lost", help="comma-separated methods of the method table, one row block each; cutler: the CutLER preset; saliency-<method>[-bs]: a saliency evaluation run")
+    parser.add_argument("--crf_workers", type=int, default=1, help="CRF worker processes of the CutLER preset rows")
     parser.add_argument("--worker", choices=["baseline", "reference", "engine", "saliency"], help=argparse.SUPPRESS)
     parser.add_argument("--method", default="lost", help=argparse.SUPPRESS)
     parser.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
@@ -386,6 +476,7 @@ def main() -> None:
         for result, (_, _, reference) in zip(results, rows, strict=True):
             result["reference"] = reference
         print_table(results, args.images)
+        print_solver_shares(results)
 
 
 if __name__ == "__main__":

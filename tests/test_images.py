@@ -226,3 +226,25 @@ def test_one_header_reader_for_padding_and_crops(tmp_path):
     with pytest.raises(LostError, match="bad.png: cannot read the image header"):
         images.padded_size(ImageRecord("bad.png", bad, None), 16)
     assert clustering._image_size(bad) is None
+
+
+def test_fixed_size_images_resize_with_lanczos_then_round_to_the_patch_multiple():
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (50, 100, 3), dtype=np.uint8))
+    shown, network_input = images.fixed_size_images(image, 100, 16)
+    assert shown.size == (100, 100) and network_input.size == (96, 96)
+    assert np.array_equal(np.array(shown), np.array(image.resize((100, 100), Image.LANCZOS)))
+    same_shown, same_input = images.fixed_size_images(image, 96, 16)
+    assert np.array_equal(np.array(same_shown), np.array(same_input))
+
+
+def test_image_file_dataset_with_a_fixed_size_keeps_the_original_size_and_the_pixels(tmp_path):
+    path = tmp_path / "wide.png"
+    Image.fromarray(np.full((30, 70, 3), 90, np.uint8)).save(path)
+    record = ImageRecord(name="wide.png", path=path, gt_boxes=None)
+    item = images.ImageFileDataset([record], 8, fixed_size=48, keep_pixels=True)[0]
+    assert item.image.shape == (3, 48, 48) and item.size == (48, 48) and item.original_size == (30, 70)
+    assert item.pixels.shape == (48, 48, 3) and item.pixels.dtype == np.uint8
+    default = images.ImageFileDataset([record], 8)[0]
+    assert default.image.shape == (3, 32, 72) and default.size == (30, 70) and default.pixels is None
+    with pytest.raises(ValueError, match="max_size"):
+        images.ImageFileDataset([record], 8, max_size=64, fixed_size=48)

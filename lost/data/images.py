@@ -148,6 +148,16 @@ def _to_rgb8(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def fixed_size_images(image: Image.Image, fixed_size: int, multiple: int) -> tuple[Image.Image, Image.Image]:
+    """CutLER's MaskCut input: ``(shown, network_input)``. ``shown`` is the image resized to
+    ``fixed_size`` x ``fixed_size`` with LANCZOS (what its CRF sees); ``network_input`` is that
+    resized again with LANCZOS to the side ``round(fixed_size / multiple) * multiple`` (TokenCut's
+    ``resize_pil``; the same image when ``fixed_size`` is a multiple)."""
+    shown = image.resize((fixed_size, fixed_size), Image.LANCZOS)
+    side = int(round(fixed_size / multiple)) * multiple
+    return shown, shown.resize((side, side), Image.LANCZOS)
+
+
 def image_to_tensor(image: Image.Image) -> torch.Tensor:
     """PIL RGB image (H x W) -> (3, H, W) float32: torchvision's ToTensor then Normalize with
     ImageNet mean/std, the same operations in the same order (without importing torchvision)."""
@@ -235,10 +245,11 @@ def padded_size(
 @dataclass(frozen=True)
 class DecodedImage:
     """One decoded image for the engine: `image (3, Hp, Wp)` normalized and padded (or resized);
-    `size` the (H, W) the method sees it at: decoded, before padding (resized: Hp, Wp);
-    `original_size` the file's own (H, W), larger when `max_size` scaled the image down; `pixels`
-    the (H, W, 3) uint8 RGB image the method sees when the dataset keeps them, else None. `image`
-    is None and `error` set when it failed."""
+    `size` the (H, W) the method sees it at: decoded, before padding (resized: Hp, Wp; fixed
+    size: (S, S)); `original_size` the file's own (H, W), larger when `max_size` scaled the image
+    down; `pixels` the (H, W, 3) uint8 RGB image at `size` when the dataset keeps them (for a
+    refinement or CutLER's post-processing), else None. `image` is None and `error` set when it
+    failed."""
 
     index: int
     image: torch.Tensor | None
@@ -254,8 +265,10 @@ class ImageFileDataset(torch.utils.data.Dataset):
     `__getitem__(i)` returns a :class:`DecodedImage`. An image that cannot be read never
     raises (so a DataLoader worker survives): its DecodedImage has `image` None and `error` set
     to the LostError text. `max_size` caps the longer side (see :func:`load_rgb`); `preprocess`
-    fits it to the patch grid (see :data:`PREPROCESSING`); `keep_pixels` also returns the uint8
-    pixels the method sees (for a mask post-processing).
+    fits it to the patch grid (see :data:`PREPROCESSING`). `fixed_size`: every image is resized
+    as CutLER's MaskCut does (:func:`fixed_size_images`; `size` is then (fixed_size, fixed_size)
+    and the network sees the side rounded to the patch multiple, unpadded); None keeps the
+    image's own size. `keep_pixels`: also return the 8-bit pixels (`DecodedImage.pixels`).
     """
 
     def __init__(
@@ -264,12 +277,16 @@ class ImageFileDataset(torch.utils.data.Dataset):
         pad_multiple: int,
         max_size: int | None = None,
         preprocess: str = "pad",
+        fixed_size: int | None = None,
         keep_pixels: bool = False,
     ) -> None:
+        if fixed_size is not None and (fixed_size < 1 or max_size):
+            raise ValueError(f"fixed_size must be positive and exclusive of max_size (got {fixed_size}, {max_size})")
         self.records = records
         self.pad_multiple = pad_multiple
         self.max_size = max_size
         self.preprocess = preprocess
+        self.fixed_size = fixed_size
         self.keep_pixels = keep_pixels
 
     def __len__(self) -> int:
@@ -280,7 +297,10 @@ class ImageFileDataset(torch.utils.data.Dataset):
             image, original_size = decode_image(self.records[i].path, self.max_size)
         except LostError as exc:
             return DecodedImage(index=i, image=None, error=str(exc))
-        view = method_view(image, self.pad_multiple, self.preprocess)
-        tensor = pad_to_multiple(image_to_tensor(view), self.pad_multiple)
+        if self.fixed_size:
+            view, network_input = fixed_size_images(image, self.fixed_size, self.pad_multiple)
+        else:
+            view = network_input = method_view(image, self.pad_multiple, self.preprocess)
+        tensor = pad_to_multiple(image_to_tensor(network_input), self.pad_multiple)
         pixels = np.asarray(view, dtype=np.uint8) if self.keep_pixels else None
         return DecodedImage(i, tensor, (view.height, view.width), original_size, pixels=pixels)
