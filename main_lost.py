@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import os
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -42,6 +44,7 @@ from lost.cli import (
     params_from_args,
 )
 from lost.data.datasets import DatasetSpec, ImageRecord, load_dataset, single_image_records
+from lost.engine.cutler_run import cutler_discovery_batches
 from lost.engine.discovery import Discovery, DiscoveryConfig, discover_batches
 from lost.errors import LostError, run_cli
 from lost.eval.metrics import CorLocMeter, evaluate_corloc, is_correct_localization
@@ -50,6 +53,9 @@ from lost.io.journal import Journal, merge_journals
 from lost.io.mask_journal import MaskJournal, mask_index, mask_journal_name, mask_line, read_mask_line
 from lost.io.safe_files import ScoredBoxes, atomic_write, write_predictions, write_scored_predictions
 from lost.methods import METHODS, PICTURE_KINDS, Method, method_entry
+from lost.methods.cutler_preset import FIXED_SIZE, PRESETS
+from lost.refine.crf import check_available as check_crf_available
+from lost.refine.masks import REFINEMENTS, check_refinement, refine_masks
 from lost.run_spec import RunSpec, input_identity
 from lost.viz.pictures import save_png
 
@@ -74,6 +80,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run.add_argument("--output_dir", default="outputs")
     run.add_argument("--no_evaluation", action="store_true", help="do not compute CorLoc")
     run.add_argument("--visualize", default=None, choices=PICTURE_KINDS, help="write one PNG per image (a kind the method does not draw gives pred; masks: every object's mask)")
+    masks = parser.add_argument_group("masks")
+    masks.add_argument("--refine", default=None, choices=REFINEMENTS, help="refine every object's mask at full resolution: crf (CutLER's dense CRF) or bilateral (TokenCut's and FOUND's solver)")
+    masks.add_argument("--preset", default=None, choices=PRESETS, help="cutler: CutLER's MaskCut pseudo-masks exactly (with --method maskcut)")
+    masks.add_argument("--fixed_size", default=None, type=int, help=f"--preset cutler: the side every image is resized to (default: {FIXED_SIZE})")
+    masks.add_argument("--postprocess_workers", default=None, type=int, help="--preset cutler: CRF processes beside the backbone (default: 0 on CPU, up to 8 on GPU)")
     run.add_argument("--save_masks", action="store_true", help="also write instances.json: every object's mask as a COCO instance file (RLE)")
     add_engine_flags(run)
     run.add_argument("--overwrite", action="store_true", help="start over instead of resuming an earlier run")
@@ -135,7 +146,31 @@ def run_spec(args: argparse.Namespace, input_name: str) -> RunSpec:
     apply to the chosen method or backbone."""
     method = method_entry(chosen_method(args))
     backbone = backbone_spec(args, method)
-    return RunSpec(input_name, backbone, method.name, params_from_args(method, args), args.precision, args.max_size or None)
+    check_mask_options(args, method)
+    max_size = None if args.preset else args.max_size or None
+    return RunSpec(
+        input_name, backbone, method.name, params_from_args(method, args), args.precision, max_size, args.refine,
+        args.preset, args.fixed_size,
+    )
+
+
+def check_mask_options(args: argparse.Namespace, method: Method) -> None:
+    """LostError for mask options that do not go together; a missing package of ``--refine crf``
+    or of the CutLER preset stops the run here, before any image."""
+    if args.fixed_size is not None and args.preset is None:
+        raise LostError("--fixed_size applies to --preset cutler only")
+    if args.postprocess_workers is not None and args.preset is None:
+        raise LostError("--postprocess_workers applies to --preset cutler only")
+    if args.preset is not None:
+        if method.name != "maskcut":
+            raise LostError(f"--preset {args.preset} is CutLER's MaskCut: use it with --method maskcut, not {method.name}")
+        if args.refine is not None:
+            raise LostError(f"--preset {args.preset} refines its masks with its own CRF: drop --refine {args.refine}")
+        if args.fixed_size is not None and args.fixed_size < 1:
+            raise LostError(f"--fixed_size {args.fixed_size}: must be positive")
+        check_crf_available()
+    if args.refine is not None:
+        check_refinement(args.refine)
 
 
 def head_warning(settings: RunSpec, extractor: FeatureExtractor) -> str | None:
@@ -167,15 +202,30 @@ def discovery_config(args: argparse.Namespace, spec: RunSpec, device: torch.devi
         precision=spec.precision,
         max_size=spec.max_size,
         masks=args.save_masks or args.visualize == "masks",
+        mask_postprocess=None if spec.refine is None else functools.partial(refine_masks, kind=spec.refine),
+    )
+
+
+def discovery_stream(
+    args: argparse.Namespace, spec: RunSpec, extractor: FeatureExtractor, device: torch.device
+) -> Callable[[list[ImageRecord]], Iterator[list[Discovery]]]:
+    """``stream(records) -> batches of Discovery``: the engine's, or CutLER's preset pipeline."""
+    config = discovery_config(args, spec, device)
+    if spec.preset is None:
+        return lambda records: discover_batches(extractor, records, config, device)
+    params = spec.params
+    workers = args.postprocess_workers if args.postprocess_workers is not None else default_workers(device) - 1
+    return lambda records: cutler_discovery_batches(
+        extractor, records, device, config.batch_size, config.num_workers, max(0, workers),
+        spec.fixed_size or FIXED_SIZE, params.tau, params.max_objects, params.eigensolver,
     )
 
 
 def process_shard(
     records: list[ImageRecord],
     journal: Journal,
-    extractor: FeatureExtractor,
+    stream: Callable[[list[ImageRecord]], Iterator[list[Discovery]]],
     config: DiscoveryConfig,
-    device: torch.device,
     show_corloc: bool,
     visualize_kind: str | None,
     vis_folder: Path | None,
@@ -188,7 +238,7 @@ def process_shard(
     todo = [record for record in records if not is_finished(record.name, journal, masks)]
     meter = evaluated_corloc(records, journal.boxes) if show_corloc else None
     with tqdm(total=len(records), initial=len(records) - len(todo), unit="img", disable=not show_progress) as bar:
-        for batch in discover_batches(extractor, todo, config, device):
+        for batch in stream(todo):
             finished: dict[str, np.ndarray | ScoredBoxes] = {}
             errors: dict[str, str] = {}
             mask_lines = []
@@ -276,9 +326,8 @@ def run(args: argparse.Namespace) -> int:
         processed = process_shard(
             records,
             journal,
-            extractor,
+            discovery_stream(args, settings, extractor, device),
             discovery_config(args, settings, device),
-            device,
             show_corloc=not args.no_evaluation,
             visualize_kind=args.visualize,
             vis_folder=vis_folder,

@@ -135,7 +135,10 @@ class RunSpec:
     """input: the data set (``VOC07_trainval``) or the resolved path of the folder or image the
     records come from; backbone: architecture, weights and features; method: the method table's
     name, with its parameter dataclass ``params``; precision: of the backbone; max_size: longer
-    side images are scaled down to (None: never)."""
+    side images are scaled down to (None: never); refine: the mask refinement (``crf``,
+    ``bilateral``; None: the method's masks); preset: a published pipeline run as published
+    (``cutler``: CutLER's MaskCut, which resizes every image to ``fixed_size``, None: 480, itself,
+    so that ``max_size`` does not apply)."""
 
     input: str
     backbone: BackboneSpec
@@ -143,6 +146,9 @@ class RunSpec:
     params: Any
     precision: str = "fp32"
     max_size: int | None = DEFAULT_MAX_SIZE
+    refine: str | None = None
+    preset: str | None = None
+    fixed_size: int | None = None
 
     @property
     def entry(self) -> Method:
@@ -174,8 +180,11 @@ class RunSpec:
                 key = field.metadata["flag"].lstrip("-")
                 parts.append(key if _is_switch(field) else f"{key}-{name_value(value)}")
         for field in dataclasses.fields(self):
-            if field.name not in ("input", "backbone", "method", "params") and getattr(self, field.name) != field.default:
-                parts.append(f"{field.name}-{name_value(getattr(self, field.name))}")
+            if field.name in ("input", "backbone", "method", "params") or getattr(self, field.name) == field.default:
+                continue
+            if field.name == "max_size" and self.preset is not None:  # a preset sizes the images itself
+                continue
+            parts.append(f"{field.name}-{name_value(getattr(self, field.name))}")
         return parts
 
     def _applies(self, backbone_field: str) -> bool:

@@ -20,7 +20,9 @@ from torch.utils.data import DataLoader
 from lost.backbones import FeatureExtractor
 from lost.data.datasets import ImageRecord
 from lost.data.images import DecodedImage, ImageFileDataset
+from lost.engine.discovery import Discovery
 from lost.engine.postprocess import map_in_workers
+from lost.geometry import masks_boxes
 from lost.methods.cutler_preset import (
     FIXED_SIZE,
     MAX_OBJECTS,
@@ -101,3 +103,49 @@ def cutler_pseudo_masks(
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=keep_samples)
     items = cut_batches(extractor, loader, torch.device(device), tau, max_objects, eigensolver)
     yield from map_in_workers(postprocess_or_failure, items, postprocess_workers)
+
+
+def as_discovery(result: CutlerResult) -> Discovery:
+    """One preset result as the engine's :class:`Discovery`: the non-empty masks, best first, with
+    their boxes (each mask's bounding box, original pixels, x2/y2 exclusive) and scores; an image
+    whose masks are all empty keeps one empty mask, the whole image as its box and score 0, so that
+    every image has a top box (as MaskCut's), and gets no annotation in ``instances.json``."""
+    if result.error is not None:
+        return Discovery(index=result.index, box=None, error=result.error)
+    boxes, empty = masks_boxes(result.masks)
+    kept = ~empty
+    if not kept.any():
+        height, width = result.masks.shape[1:]
+        masks = np.zeros((1, height, width), dtype=bool)
+        boxes, scores = np.array([[0, 0, width, height]], dtype=np.int64), np.zeros(1)
+    else:
+        masks, boxes, scores = result.masks[kept], boxes[kept], np.asarray(result.scores, dtype=np.float64)[kept]
+    return Discovery(index=result.index, box=boxes[0], boxes=boxes, scores=scores, ranked=True, masks=masks)
+
+
+def cutler_discovery_batches(
+    extractor: FeatureExtractor,
+    records: Sequence[ImageRecord],
+    device: torch.device,
+    batch_size: int,
+    num_workers: int,
+    postprocess_workers: int,
+    fixed_size: int = FIXED_SIZE,
+    tau: float = TAU,
+    max_objects: int = MAX_OBJECTS,
+    eigensolver: str = "auto",
+) -> Iterator[list[Discovery]]:
+    """:func:`cutler_pseudo_masks` as lists of ``batch_size`` :class:`Discovery` (the stream
+    ``main_lost.py`` journals), in record order."""
+    results = cutler_pseudo_masks(
+        extractor, records, device, batch_size, num_workers, postprocess_workers, fixed_size, tau, max_objects,
+        eigensolver,
+    )
+    batch: list[Discovery] = []
+    for result in results:
+        batch.append(as_discovery(result))
+        if len(batch) == batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

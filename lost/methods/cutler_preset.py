@@ -82,6 +82,8 @@ from lost.methods.tokencut import (
 )
 from lost.refine import crf
 
+PRESETS = ("cutler",)
+"""The published pipelines ``--preset`` runs as published."""
 FIXED_SIZE = 480
 TAU = 0.15
 MAX_OBJECTS = 3
