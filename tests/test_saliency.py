@@ -238,7 +238,10 @@ def test_a_padded_grid_of_an_image_scaled_down_by_max_size_is_scaled_back_to_the
 
 def test_tokencut_map_is_the_seeds_component_nearest_to_the_pixels_as_published():
     partition = np.array([True, False, True, True, False, False])
-    result = TokenCutResult(box=np.zeros(4), seed=3, eigenvector=np.zeros(6), partition=partition, solver="dense")
+    component = np.array([[False, False, False], [True, False, False]])  # not read by the map
+    result = TokenCutResult(
+        box=np.zeros(4), patch_mask=component, seed=3, eigenvector=np.zeros(6), partition=partition, solver="dense"
+    )
     geometry = MapGeometry((2, 3), (16, 16), (32, 48), (30, 50), "resize")
     saliency = tokencut_map(result, geometry, SaliencyOptions(), np.zeros((0, 0, 3), dtype=np.uint8))
     # the seed (1, 0) and the cell above it form the component: column 0 of the grid, which nearest
@@ -305,7 +308,7 @@ def test_bilateral_refinement_snaps_a_mask_to_the_square_it_overlaps_and_keeps_a
 def test_map_functions_are_looked_up_by_result_type_and_subclasses_plug_in():
     assert method_result_type(METHODS["tokencut"]) is TokenCutResult
     assert method_result_type(METHODS["found_bkg"]) is FoundResult
-    assert set(methods_with_maps()) == {"tokencut", "maskcut", "found", "found_bkg"}
+    assert set(methods_with_maps()) == {"tokencut", "maskcut", "found", "found_bkg", "peekaboo"}
 
     @dataclasses.dataclass(frozen=True)
     class PeekabooLike(FoundResult):

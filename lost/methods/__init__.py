@@ -56,6 +56,9 @@ __all__ = [
 ]
 
 
+FOUND_PICTURES = {"pred": box_picture, "mask": found_mask_picture, "masks": masks_picture}
+"""The pictures of FOUND's results (found, found_bkg, peekaboo)."""
+
 METHODS: dict[str, Method] = {
     method.name: method
     for method in (
@@ -109,7 +112,7 @@ METHODS: dict[str, Method] = {
             needs=frozenset({"feats"}),
             discover=discover_found,
             folder=found_folder,
-            pictures={"pred": box_picture, "mask": found_mask_picture, "masks": masks_picture},
+            pictures=FOUND_PICTURES,
             vit_only=True,
             prepare=prepare_found,
             released_head=FOUND_TRAINED_ON,
@@ -121,7 +124,7 @@ METHODS: dict[str, Method] = {
             needs=frozenset({"feats", "cls_attention"}),
             discover=discover_found_background,
             folder=found_background_folder,
-            pictures={"pred": box_picture, "mask": found_mask_picture, "masks": masks_picture},
+            pictures=FOUND_PICTURES,
             vit_only=True,
         ),
         Method(
@@ -131,7 +134,7 @@ METHODS: dict[str, Method] = {
             needs=frozenset({"feats"}),
             discover=discover_peekaboo,
             folder=peekaboo_folder,
-            pictures={"pred": box_picture, "mask": found_mask_picture},
+            pictures=FOUND_PICTURES,
             vit_only=True,
             prepare=prepare_peekaboo,
             released_head=PEEKABOO_TRAINED_ON,
