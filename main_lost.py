@@ -207,10 +207,10 @@ def discovery_config(args: argparse.Namespace, spec: RunSpec, device: torch.devi
 
 
 def discovery_stream(
-    args: argparse.Namespace, spec: RunSpec, extractor: FeatureExtractor, device: torch.device
+    args: argparse.Namespace, spec: RunSpec, extractor: FeatureExtractor, device: torch.device, config: DiscoveryConfig
 ) -> Callable[[list[ImageRecord]], Iterator[list[Discovery]]]:
-    """``stream(records) -> batches of Discovery``: the engine's, or CutLER's preset pipeline."""
-    config = discovery_config(args, spec, device)
+    """``stream(records) -> batches of Discovery``: the engine's under ``config``, or CutLER's
+    preset pipeline with its batch size and decoding workers."""
     if spec.preset is None:
         return lambda records: discover_batches(extractor, records, config, device)
     params = spec.params
@@ -321,13 +321,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"skipped {name}: {reason}")
     records = spec.records[shard.rank :: shard.world]
     started = time.perf_counter()
+    config = discovery_config(args, settings, device)
     with Journal(run_folder / shard.journal_name(), settings.settings(), overwrite=args.overwrite or single_file) as journal:
         masks = MaskJournal(mask_journal_name(journal.path), settings.settings(), args.overwrite or single_file) if args.save_masks else None
         processed = process_shard(
             records,
             journal,
-            discovery_stream(args, settings, extractor, device),
-            discovery_config(args, settings, device),
+            discovery_stream(args, settings, extractor, device, config),
+            config,
             show_corloc=not args.no_evaluation,
             visualize_kind=args.visualize,
             vis_folder=vis_folder,

@@ -50,6 +50,9 @@ def test_settings_hold_every_field_of_the_spec_and_its_parts_that_apply():
         "params": {"k_patches": 7},
         "precision": "fp32",
         "max_size": 1024,
+        "refine": None,
+        "preset": None,
+        "fixed_size": None,
     }
     assert spec("lost", arch="resnet50").settings()["backbone"] == {
         "arch": "resnet50", "resnet_dilate": 2, "weights": None, "checkpoint_key": "teacher"}
