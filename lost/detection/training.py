@@ -168,12 +168,18 @@ def run(args: argparse.Namespace) -> dict:
     register_prepared_datasets(args.prepared_dir)
     cfg = load_config(args.config_file, args.opts)
     cfg.freeze()
+    return train_or_evaluate(Trainer, cfg, args)
+
+
+def train_or_evaluate(trainer_class: type[DefaultTrainer], cfg: CfgNode, args: argparse.Namespace) -> dict:
+    """detectron2's setup, then ``--eval-only``: the checkpoint of ``MODEL.WEIGHTS`` (or the last
+    one with ``--resume``) evaluated on the test sets; else training, resumed with ``--resume``."""
     default_setup(cfg, args)
     if args.eval_only:
-        model = Trainer.build_model(cfg)
+        model = trainer_class.build_model(cfg)
         DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
-        return Trainer.test(cfg, model)
-    trainer = Trainer(cfg)
+        return trainer_class.test(cfg, model)
+    trainer = trainer_class(cfg)
     trainer.resume_or_load(resume=args.resume)
     return trainer.train()
 

@@ -169,6 +169,19 @@ class InstanceFile:
     categories: list[dict[str, Any]]
 
 
+def read_coco_lists(path: Path, fix: str) -> dict[str, Any]:
+    """The JSON content of a COCO instances file, checked to hold ``images`` and ``annotations``
+    lists; LostError naming the file, the problem and ``fix`` otherwise."""
+    content = read_json(path, fix, "instance file")
+    if (
+        not isinstance(content, dict)
+        or not isinstance(content.get("images"), list)
+        or not isinstance(content.get("annotations"), list)
+    ):
+        raise LostError(f"{path}: not a COCO instance file (no images and annotations lists); {fix}")
+    return content
+
+
 def read_instances(path: Path | str) -> InstanceFile:
     """Read and check a COCO instance file with masks (ours, CutLER's or any COCO-style file).
 
@@ -177,15 +190,7 @@ def read_instances(path: Path | str) -> InstanceFile:
     takes the size of its RLEs. LostError naming the file for anything else.
     """
     path = Path(path)
-    content = read_json(
-        path, "pass the instances.json written by main_lost.py --save_masks (or CutLER's)", "instance file"
-    )
-    if (
-        not isinstance(content, dict)
-        or not isinstance(content.get("images"), list)
-        or not isinstance(content.get("annotations"), list)
-    ):
-        raise LostError(f"{path}: not a COCO instance file (no images and annotations lists); pass an instances.json")
+    content = read_coco_lists(path, "pass the instances.json written by main_lost.py --save_masks (or CutLER's)")
     try:
         images = {int(image["id"]): dict(image) for image in content["images"]}
     except (KeyError, TypeError, ValueError) as exc:

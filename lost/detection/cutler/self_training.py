@@ -35,6 +35,7 @@ import pycocotools.mask as mask_utils
 from lost.detection.cutler.coco_input import sizes_swapped
 from lost.errors import LostError
 from lost.io import safe_files
+from lost.io.instances import read_coco_lists
 
 IOU_LIMIT = 0.5
 """A previous mask with IoU at or above this with a kept prediction is replaced by it."""
@@ -184,13 +185,4 @@ def read_predictions(path: Path) -> list[dict]:
 
 def read_previous(path: Path) -> dict:
     """The previous round's pseudo-label file (COCO instances with masks)."""
-    content = safe_files.read_json(
-        path, "pass --prev-ann the pseudo-label file the detector was trained on", "annotations"
-    )
-    if (
-        not isinstance(content, dict)
-        or not isinstance(content.get("images"), list)
-        or not isinstance(content.get("annotations"), list)
-    ):
-        raise LostError(f"{path}: not a COCO instances file (images, annotations); pass the previous round's file")
-    return content
+    return read_coco_lists(path, "pass --prev-ann the pseudo-label file the detector was trained on")

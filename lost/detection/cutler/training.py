@@ -23,10 +23,9 @@ import logging
 import os
 from pathlib import Path
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
+from detectron2.engine import DefaultTrainer, default_argument_parser, launch
 from detectron2.evaluation import COCOEvaluator
 from detectron2.structures import BoxMode
 from detectron2.utils import comm
@@ -185,14 +184,7 @@ def run(args: argparse.Namespace) -> dict:
     if args.test_json is not None:
         register(TEST_NAME, args.test_json, args.test_image_root or args.image_root, False, args.test_gt)
         MetadataCatalog.get(TEST_NAME).thing_dataset_id_to_contiguous_id = {args.test_category: 0}
-    default_setup(cfg, args)
-    if args.eval_only:
-        model = Trainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
-        return Trainer.test(cfg, model)
-    trainer = Trainer(cfg)
-    trainer.resume_or_load(resume=args.resume)
-    return trainer.train()
+    return detector_training.train_or_evaluate(Trainer, cfg, args)
 
 
 def parse_args(argv: list[str] | None, description: str) -> argparse.Namespace:
