@@ -194,8 +194,8 @@ def test_evaluation_runs_without_detectron2(voc_dir, tmp_path):
     results = tmp_path / "coco_instances_results.json"
     results.write_text(json.dumps(RESULTS))
     code = (
-        "import sys; sys.modules['detectron2'] = None; sys.path.insert(0, 'tools'); "
-        "import evaluate_unsupervised_detection_voc as tool; sys.exit(tool.main(sys.argv[1:]))"
+        "import runpy, sys; sys.modules['detectron2'] = None; "
+        "runpy.run_path('tools/evaluate_unsupervised_detection_voc.py', run_name='__main__')"
     )
     argv = ["--results", str(results), "--voc_dir", str(voc_dir)]
     done = subprocess.run([sys.executable, "-c", code, *argv], cwd=ROOT, capture_output=True, text=True, check=False)
