@@ -155,3 +155,25 @@ def masks_boxes(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         ys, xs = np.flatnonzero(rows[index]), np.flatnonzero(cols[index])
         boxes[index] = [xs[0], ys[0], xs[-1] + 1, ys[-1] + 1]
     return boxes, empty
+
+
+def drop_largest_region(mask: np.ndarray) -> np.ndarray:
+    """(H, W) bool -> the union of every region of the label map but the largest, as published.
+
+    The regions are the 4-connected components of ``mask`` and the background (label 0) taken
+    as one region. Usually the background is the largest and this keeps every component; when
+    one component outgrows the background, that component is dropped and the background kept
+    (the published rule; the IoU test of :func:`refine_mask` then rejects such a mask). Ties:
+    the region of highest label is dropped (the published code leaves ties to numpy's unstable
+    ``argsort``, whose insertion sort of small arrays does the same).
+    """
+    labels, count = scipy.ndimage.label(mask)
+    sizes = np.bincount(labels.ravel(), minlength=count + 1)
+    largest_first = np.argsort(sizes, kind="stable")[::-1]
+    return np.isin(labels, largest_first[1:])
+
+
+def mask_iou(first: np.ndarray, second: np.ndarray) -> float:
+    """IoU of two bool masks; 0 when both are empty (the published NaN fails every test too)."""
+    union = np.logical_or(first, second).sum()
+    return float(np.logical_and(first, second).sum() / union) if union else 0.0

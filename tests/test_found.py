@@ -44,6 +44,7 @@ from lost.methods.found import (
     weighted_keys,
     weights_cache_path,
 )
+from lost.refine import bilateral_solver
 from lost.viz.pictures import found_picture
 
 # ----------------------------------------------------------------------------------------------
@@ -469,7 +470,7 @@ def test_found_module_keeps_the_published_constants():
     assert found_module.FOREGROUND_PROBABILITY == 0.5
     assert found_module.BACKGROUND_SIMILARITY == 0.3
     assert found_module.SPARSITY_EPSILON == 1e-10
-    assert found_module.SOLVER_SIGMAS == {"sigma_spatial": 16, "sigma_luma": 16, "sigma_chroma": 8}
+    assert bilateral_solver.SOLVER_SIGMAS == {"sigma_spatial": 16, "sigma_luma": 16, "sigma_chroma": 8}
 
 
 # ----------------------------------------------------------------------------------------------

@@ -30,8 +30,9 @@ from lost.eval.saliency import (
     image_counts,
     summary_line,
 )
+from lost.geometry import drop_largest_region, mask_iou
 from lost.methods import METHODS
-from lost.methods.found import FoundResult, drop_largest_region, mask_iou
+from lost.methods.found import FoundResult
 from lost.methods.saliency import (
     MapGeometry,
     SaliencyOptions,

@@ -46,12 +46,17 @@ from torch import nn
 
 from lost.backbones import BackboneSpec, Features
 from lost.errors import LostError, one_line
-from lost.geometry import largest_component
+from lost.geometry import drop_largest_region, largest_component, mask_iou
 from lost.geometry import mask_box as cells_mask_box
 from lost.io.safe_files import atomic_write
 from lost.methods.entry import ReleasedHead, flag
 from lost.methods.results import OneObject
-from lost.refine.bilateral_solver import BilateralSolver, bilateral_grid
+from lost.refine.bilateral_solver import (
+    REFINED_MIN_IOU,
+    SOLVER_CONFIDENCE,
+    BilateralSolver,
+    image_solver,
+)
 
 FOREGROUND_PROBABILITY = 0.5
 """A patch is foreground when ``sigmoid(score) > 0.5``, computed in float32 as published."""
@@ -70,12 +75,6 @@ FOUND_WEIGHTS_FILE = "found_decoder_weights.pt"
 FOUND_TRAINED_ON = ReleasedHead("FOUND", BackboneSpec("vit_small", 8, which_features="k"), 384, "weights", "--found_weights")
 """The released head's description: trained on DINO ViT-S/8's keys (384 channels), replaced by
 the file of ``--found_weights``."""
-
-SOLVER_SIGMAS = {"sigma_spatial": 16, "sigma_luma": 16, "sigma_chroma": 8}
-SOLVER_CONFIDENCE = 0.999
-REFINED_MIN_IOU = 0.5
-"""FOUND's refinement: bandwidths of the grid, the constant confidence of the coarse mask, and
-the IoU with the coarse mask the refined one needs to be used."""
 
 
 @dataclass(frozen=True)
@@ -291,28 +290,6 @@ def downsample_mask(mask: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
     return (F.interpolate(tensor, size=grid, mode="bilinear", align_corners=False)[0, 0] != 0).numpy()
 
 
-def drop_largest_region(mask: np.ndarray) -> np.ndarray:
-    """(H, W) bool -> the union of every region of the label map but the largest, as published.
-
-    The regions are the 4-connected components of ``mask`` and the background (label 0) taken
-    as one region. Usually the background is the largest and this keeps every component; when
-    one component outgrows the background, that component is dropped and the background kept
-    (the published rule; the IoU test of :func:`refine_mask` then rejects such a mask). Ties:
-    the region of highest label is dropped (the published code leaves ties to numpy's unstable
-    ``argsort``, whose insertion sort of small arrays does the same).
-    """
-    labels, count = scipy.ndimage.label(mask)
-    sizes = np.bincount(labels.ravel(), minlength=count + 1)
-    largest_first = np.argsort(sizes, kind="stable")[::-1]
-    return np.isin(labels, largest_first[1:])
-
-
-def mask_iou(first: np.ndarray, second: np.ndarray) -> float:
-    """IoU of two bool masks; 0 when both are empty (the published NaN fails every test too)."""
-    union = np.logical_or(first, second).sum()
-    return float(np.logical_and(first, second).sum() / union) if union else 0.0
-
-
 def refine_mask(solver: BilateralSolver, image_size: tuple[int, int], mask: np.ndarray) -> np.ndarray:
     """FOUND's refinement of one (h, w) bool patch mask of an image of (H, W) pixels.
 
@@ -329,11 +306,6 @@ def refine_mask(solver: BilateralSolver, image_size: tuple[int, int], mask: np.n
     if mask_iou(coarse > 0.5, refined) > REFINED_MIN_IOU:
         return downsample_mask(refined, mask.shape)
     return np.asarray(mask, dtype=bool)
-
-
-def image_solver(image: np.ndarray) -> BilateralSolver:
-    """The bilateral solver of an (H, W, 3) uint8 RGB image with FOUND's bandwidths (16, 16, 8)."""
-    return BilateralSolver(bilateral_grid(image, **SOLVER_SIGMAS))
 
 
 def refined_masks(images: np.ndarray, masks: list[torch.Tensor]) -> list[torch.Tensor]:

@@ -73,7 +73,7 @@ import torch
 
 from lost.backbones import BackboneSpec, Features
 from lost.errors import LostError
-from lost.geometry import cells_to_box, mask_box, seed_component
+from lost.geometry import cells_to_box, mask_box, mask_iou, seed_component
 from lost.methods.entry import flag
 from lost.methods.tokencut import (
     EIGENSOLVERS,
@@ -183,12 +183,6 @@ def object_side(eigenvector: np.ndarray, grid: tuple[int, int]) -> ObjectSide:
     reversed_vector = -oriented
     seed = int(np.argmax(reversed_vector >= reversed_vector.max() - tolerance))
     return ObjectSide(~strictly_seed_side, seed, reversed_vector, corner_rule=True)
-
-
-def mask_iou(first: np.ndarray, second: np.ndarray) -> float:
-    """IoU of two bool masks of one shape (0 when both are empty)."""
-    union = np.count_nonzero(first | second)
-    return np.count_nonzero(first & second) / union if union else 0.0
 
 
 def is_dropped(component: np.ndarray, previous: np.ndarray, mask: np.ndarray) -> bool:

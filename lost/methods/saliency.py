@@ -48,19 +48,13 @@ import torch
 import torch.nn.functional as F
 
 from lost.errors import LostError
-from lost.geometry import seed_component
+from lost.geometry import drop_largest_region, mask_iou, seed_component
 from lost.methods import METHODS
 from lost.methods.entry import Method
-from lost.methods.found import (
-    REFINED_MIN_IOU,
-    SOLVER_CONFIDENCE,
-    FoundResult,
-    drop_largest_region,
-    image_solver,
-    mask_iou,
-)
+from lost.methods.found import FoundResult
 from lost.methods.maskcut import MaskCutResult
 from lost.methods.tokencut import TokenCutResult
+from lost.refine.bilateral_solver import REFINED_MIN_IOU, SOLVER_CONFIDENCE, image_solver
 
 MODES = ("single", "multi")
 

@@ -174,3 +174,15 @@ class BilateralSolver:
             system, rhs, x0=start, M=preconditioner, rtol=self.params.cg_tol, atol=0.0, maxiter=self.params.cg_maxiter
         )
         return splat.T @ vertex_values
+
+
+SOLVER_SIGMAS = {"sigma_spatial": 16, "sigma_luma": 16, "sigma_chroma": 8}
+SOLVER_CONFIDENCE = 0.999
+REFINED_MIN_IOU = 0.5
+"""TokenCut's and FOUND's refinement: bandwidths of the grid, the constant confidence of the coarse mask, and
+the IoU with the coarse mask the refined one needs to be used."""
+
+
+def image_solver(image: np.ndarray) -> BilateralSolver:
+    """The bilateral solver of an (H, W, 3) uint8 RGB image with FOUND's bandwidths (16, 16, 8)."""
+    return BilateralSolver(bilateral_grid(image, **SOLVER_SIGMAS))

@@ -26,9 +26,9 @@ import numpy as np
 import scipy.ndimage
 
 from lost.data.images import load_rgb
-from lost.methods.found import REFINED_MIN_IOU, SOLVER_CONFIDENCE, drop_largest_region, image_solver, mask_iou
+from lost.geometry import drop_largest_region, mask_iou
 from lost.refine import crf
-from lost.refine.bilateral_solver import BilateralSolver
+from lost.refine.bilateral_solver import REFINED_MIN_IOU, SOLVER_CONFIDENCE, BilateralSolver, image_solver
 
 REFINEMENTS = ("bilateral", "crf")
 
